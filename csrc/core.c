@@ -2,6 +2,8 @@
  * area lives in its own file (http.c, token.c, crypto.c, util.c). */
 #include "sk.h"
 
+__attribute__((visibility("default"))) int luaopen_scalekit_core(lua_State *L);
+
 __attribute__((visibility("default"))) int luaopen_scalekit_core(lua_State *L)
 {
     lua_newtable(L);

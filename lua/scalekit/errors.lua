@@ -1,0 +1,185 @@
+--- Structured errors: the one place where scalekit error values are built.
+--
+-- Every I/O failure of the library is returned as `nil, err` where `err` is a table
+-- made here. Messages never quote request headers, bodies, tokens or secrets: only
+-- what the server said in its error JSON and what the transport reported.
+local _M = {}
+
+local setmetatable = setmetatable
+local getmetatable = getmetatable
+local pairs = pairs
+local type = type
+local tostring = tostring
+local tonumber = tonumber
+local concat = table.concat
+
+local json = require("cjson.safe").new()
+local null = json.null
+
+---@alias scalekit.ErrorKind "http"|"timeout"|"network"|"tls"|"decode"|"auth"
+
+---@class scalekit.Error
+---@field kind scalekit.ErrorKind what failed
+---@field status integer? HTTP status, when the server answered
+---@field code integer? Scalekit's numeric (gRPC) code from the error body
+---@field error_code string? Scalekit's symbolic code (`UNAUTHENTICATED`, …) or ours (`token_expired`, …)
+---@field message string human-readable description
+---@field details table? the `details` array of the error body
+---@field request_id string? the `x-request-id` answered by the server
+---@field retryable boolean whether the same call may succeed if tried again
+---@field retry_after number? seconds the server asked us to wait
+---@field operation string? the operationId or endpoint being called
+local Error = {}
+Error.__index = Error
+
+local KINDS = { http = true, timeout = true, network = true, tls = true, decode = true, auth = true }
+_M.KINDS = KINDS
+
+function Error.__tostring(e)
+  local parts = { "scalekit: ", e.kind, " error" }
+  if e.operation then parts[#parts + 1] = " in " .. e.operation end
+  if e.status then parts[#parts + 1] = " (HTTP " .. tostring(e.status) .. ")" end
+  parts[#parts + 1] = ": "
+  parts[#parts + 1] = tostring(e.message)
+  if e.error_code then parts[#parts + 1] = " [" .. tostring(e.error_code) .. "]" end
+  if e.request_id then parts[#parts + 1] = " request_id=" .. tostring(e.request_id) end
+  return concat(parts)
+end
+
+function Error.__concat(a, b)
+  return tostring(a) .. tostring(b)
+end
+
+--- Make an error value.
+---@param kind scalekit.ErrorKind
+---@param message string
+---@param fields table? any of the other fields of scalekit.Error
+---@return scalekit.Error
+function _M.new(kind, message, fields)
+  if not KINDS[kind] then
+    error("scalekit.errors: unknown error kind " .. tostring(kind), 2)
+  end
+  local e = {}
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  e.kind = kind
+  e.message = message
+  if e.retryable == nil then e.retryable = false end
+  return setmetatable(e, Error)
+end
+
+--- True when `v` is a scalekit error (of the given kind, when one is given).
+---@param v any
+---@param kind scalekit.ErrorKind?
+---@return boolean
+function _M.is(v, kind)
+  if type(v) ~= "table" or getmetatable(v) ~= Error then return false end
+  return kind == nil or v.kind == kind
+end
+
+_M.Error = Error
+
+-- Statuses worth trying again: rate limiting and gateway/overload answers.
+local RETRYABLE_STATUS = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
+_M.RETRYABLE_STATUS = RETRYABLE_STATUS
+
+local function field(t, k)
+  local v = t[k]
+  if v == null then return nil end
+  return v
+end
+
+--- Error for a non-2xx answer, filled from Scalekit's error JSON when there is one:
+--- `{"code": 16, "message": "…", "details": [{"error_code": "UNAUTHENTICATED"}]}`, or
+--- the OAuth form `{"error": "invalid_client", "error_description": "…"}`.
+---@param status integer
+---@param body string?
+---@param meta table? {request_id=, retry_after=, operation=, kind=}
+---@return scalekit.Error
+function _M.from_response(status, body, meta)
+  meta = meta or {}
+  local fields = {
+    status = status,
+    request_id = meta.request_id,
+    retry_after = meta.retry_after,
+    operation = meta.operation,
+    retryable = RETRYABLE_STATUS[status] or false,
+  }
+  local message
+  local doc = body and body ~= "" and json.decode(body)
+  if type(doc) == "table" then
+    local code = field(doc, "code")
+    if type(code) == "number" then fields.code = code end
+    local msg = field(doc, "message")
+    if type(msg) == "string" then message = msg end
+    local details = field(doc, "details")
+    if type(details) == "table" then
+      fields.details = details
+      for i = 1, #details do
+        local d = details[i]
+        if type(d) == "table" and type(d.error_code) == "string" then
+          fields.error_code = d.error_code
+          break
+        end
+      end
+    end
+    local oauth = field(doc, "error")
+    if type(oauth) == "string" then
+      fields.error_code = fields.error_code or oauth
+      local desc = field(doc, "error_description")
+      message = message or (type(desc) == "string" and desc) or oauth
+    end
+  end
+  if not message then
+    message = "HTTP " .. tostring(status) .. (doc == nil and body and body ~= "" and " (non-JSON body)" or "")
+  end
+  return _M.new(meta.kind or "http", message, fields)
+end
+
+--- Error for a failed attempt at the transport level.
+---@param kind scalekit.ErrorKind "network"|"timeout"|"tls"
+---@param message string
+---@param operation string?
+---@return scalekit.Error
+function _M.from_transport(kind, message, operation)
+  return _M.new(kind, message, {
+    operation = operation,
+    retryable = kind == "network" or kind == "timeout",
+  })
+end
+
+--- Parse a Retry-After header: delta-seconds or an HTTP-date. Returns seconds or nil.
+---@param v string?
+---@param now number? epoch seconds
+---@return number|nil
+function _M.parse_retry_after(v, now)
+  if not v then return nil end
+  local n = tonumber(v)
+  if n then
+    if n < 0 then return nil end
+    return n
+  end
+  -- IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+  local d, mon, y, hh, mm, ss = v:match("^%a+, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not d then return nil end
+  local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+                   Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+  local m = months[mon]
+  if not m then return nil end
+  -- days from civil (Howard Hinnant), avoiding os.time's local-time interpretation
+  y = tonumber(y)
+  if m <= 2 then y = y - 1 end
+  local era = (y >= 0 and y or y - 399) - (y >= 0 and y or y - 399) % 400
+  era = era / 400
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = (153 * mp + 2 - (153 * mp + 2) % 5) / 5 + tonumber(d) - 1
+  local doe = yoe * 365 + (yoe - yoe % 4) / 4 - (yoe - yoe % 100) / 100 + doy
+  local days = era * 146097 + doe - 719468
+  local at = days * 86400 + tonumber(hh) * 3600 + tonumber(mm) * 60 + tonumber(ss)
+  local delta = at - (now or os.time())
+  return delta > 0 and delta or 0
+end
+
+return _M

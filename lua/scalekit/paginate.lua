@@ -1,0 +1,179 @@
+--- Iterators over Scalekit's paged list operations.
+--
+-- Two paging styles exist in the API: `page_token` → `next_page_token` (most lists)
+-- and `page_number` (domains). Both are walked one page at a time, so memory stays
+-- constant however long the list. A failure in the middle of a loop raises the error
+-- table (catch it with pcall); a loop never ends silently on an error.
+local errors = require "scalekit.errors"
+local operations = require "scalekit.operations"
+
+local _M = {}
+
+local type = type
+local pairs = pairs
+local tostring = tostring
+local error = error
+local setmetatable = setmetatable
+
+local null = require("cjson.safe").null
+
+local function copy(t)
+  local c = {}
+  if t then
+    for k, v in pairs(t) do c[k] = v end
+  end
+  return c
+end
+
+local function paged_op(op_id, need_items)
+  local op = operations[op_id]
+  if not op then
+    error("scalekit: unknown operation '" .. tostring(op_id) .. "'", 0)
+  end
+  if not op.paging then
+    error("scalekit: " .. op_id .. " is not a paged list operation", 0)
+  end
+  if need_items and not op.items then
+    error("scalekit: " .. op_id .. " has no list of items to iterate", 0)
+  end
+  return op
+end
+
+local function present(v)
+  return v ~= nil and v ~= null and v ~= ""
+end
+
+-- A page walker: returns a function that gives the next page, nil at the end, or
+-- nil, err on failure. `state.done` stops it (early break, close).
+local function walker(client, op_id, op, params)
+  local state = { done = false }
+  local p = copy(params)
+  if p.body ~= nil then error("scalekit: " .. op_id .. ": list operations take no body", 0) end
+  local seen = 0
+  local function next_page()
+    if state.done then return nil end
+    local page, err = client:call(op_id, p)
+    if not page then
+      state.done = true
+      return nil, err
+    end
+    if type(page) ~= "table" then
+      state.done = true
+      return nil, errors.new("decode", "page is not a JSON object", { operation = op_id })
+    end
+    local items = op.items and page[op.items]
+    if items == null then items = nil end
+    if op.paging == "token" then
+      local nxt = page.next_page_token
+      if not present(nxt) then
+        state.done = true
+      elseif nxt == p.page_token then
+        -- a server that hands back the token it was given would loop forever
+        state.done = true
+        return nil, errors.new("decode", "server repeated the same next_page_token",
+                               { operation = op_id })
+      else
+        p.page_token = nxt
+      end
+    else -- "number"
+      local n = items and #items or 0
+      seen = seen + n
+      local total = page.total_size
+      -- domains answer no total and no token: a short page is the last one
+      local size = p.page_size or page.page_size
+      if n == 0 or (type(total) == "number" and seen >= total)
+         or (type(size) == "number" and n < size) then
+        state.done = true
+      else
+        p.page_number = (p.page_number or 0) + 1
+      end
+    end
+    return page
+  end
+  return next_page, state
+end
+
+-- On 5.4 the generic for closes its 4th value when the loop ends in any way
+-- (break, error, return): that is where an iterator gives up its page.
+local closer_mt = { __close = function(c) c.state.done = true; c.state.items = nil end }
+
+local function closer(state)
+  return setmetatable({ state = state }, closer_mt)
+end
+
+--- Iterate pages: `for page in sk:pages(op, params) do … end`.
+---@param client scalekit.Client
+---@param op_id string
+---@param params table?
+function _M.pages(client, op_id, params)
+  local op = paged_op(op_id, false)
+  local next_page, state = walker(client, op_id, op, params)
+  local function iter()
+    local page, err = next_page()
+    if err then error(err, 0) end
+    return page
+  end
+  return iter, nil, nil, closer(state)
+end
+
+--- Iterate items: `for item in sk:each(op, params) do … end`.
+---@param client scalekit.Client
+---@param op_id string
+---@param params table?
+function _M.each(client, op_id, params)
+  local op = paged_op(op_id, true)
+  local next_page, state = walker(client, op_id, op, params)
+  local items, i = nil, 0
+  local function iter()
+    while true do
+      if items then
+        i = i + 1
+        local item = items[i]
+        if item ~= nil then return item end
+        items = nil
+      end
+      if state.done then return nil end
+      local page, err = next_page()
+      if err then error(err, 0) end
+      if not page then return nil end
+      items, i = page[op.items], 0
+      if items == null or type(items) ~= "table" then items = nil end
+    end
+  end
+  return iter, nil, nil, closer(state)
+end
+
+--- Collect every item into one list. Returns nil, err on failure (never raises for I/O).
+---@param client scalekit.Client
+---@param op_id string
+---@param params table?
+---@param opts {limit: integer?}?
+---@return table|nil items
+---@return scalekit.Error|nil err
+function _M.all(client, op_id, params, opts)
+  local op = paged_op(op_id, true)
+  local limit = opts and opts.limit
+  if limit ~= nil and (type(limit) ~= "number" or limit < 0) then
+    error("scalekit: all(): opts.limit must be a non-negative number", 2)
+  end
+  local next_page, state = walker(client, op_id, op, params)
+  local out, n = {}, 0
+  while not state.done do
+    if limit and n >= limit then break end
+    local page, err = next_page()
+    if err then return nil, err end
+    if not page then break end
+    local items = page[op.items]
+    if type(items) == "table" then
+      for k = 1, #items do
+        if limit and n >= limit then break end
+        n = n + 1
+        out[n] = items[k]
+      end
+    end
+  end
+  state.done = true
+  return out
+end
+
+return _M
