@@ -11,6 +11,7 @@ local operations = require "scalekit.operations"
 local request = require "scalekit.request"
 local paginate = require "scalekit.paginate"
 local session = require "scalekit.session"
+local resources = require "scalekit.resources"
 
 local _M = { _VERSION = core.version, errors = errors }
 
@@ -18,6 +19,7 @@ local type = type
 local pairs = pairs
 local error = error
 local rawget = rawget
+local rawset = rawset
 local tostring = tostring
 local setmetatable = setmetatable
 local getenv = os.getenv
@@ -139,7 +141,14 @@ end
 local Client = {}
 
 local Client_mt = {
-  __index = Client,
+  -- methods first, then resource objects (sk.organizations, …), made on first use
+  __index = function(self, k)
+    local m = Client[k]
+    if m ~= nil then return m end
+    local r = resources.bind(self, k)
+    if r then rawset(self, k, r) end
+    return r
+  end,
   __tostring = function(self)
     return "scalekit.Client (" .. self.environment_url .. ", client_id=" .. self.client_id
       .. (rawget(self, "_closed") and ", closed)" or ")")

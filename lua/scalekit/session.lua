@@ -80,11 +80,9 @@ local function perform(self, method, url, body, ctype, opname, use_token, idempo
         wait = ra or true
       end
     end
-    if wait == 0 then
-      -- the 401 renewal: immediate, and not counted as a retry
-    elseif not wait or attempt >= self.max_retries then
-      return nil, err
-    else
+    -- wait == 0 is the 401 renewal: immediate, and not counted as a retry
+    if wait ~= 0 then
+      if not wait or attempt >= self.max_retries then return nil, err end
       self.sleep(type(wait) == "number" and wait or backoff(self, attempt))
       attempt = attempt + 1
     end

@@ -1,0 +1,13 @@
+-- luacheck config: `make lint` (Debian's lua-check).
+std = "min"
+max_line_length = 120
+exclude_files = { "build/**", "build-luajit/**", "spec/tmp/**", "luarocks-tree/**" }
+
+files["spec/**/*_spec.lua"] = { std = "+busted" }
+-- ngx is read-only in the OpenResty files and in the fake server
+files["lua/scalekit/ngx/**"] = { read_globals = { "ngx" } }
+files["lua/scalekit/transport/ngx.lua"] = { read_globals = { "ngx" } }
+files["spec/server/**"] = { read_globals = { "ngx" } }
+files["spec/nginx/**"] = { read_globals = { "ngx" } }
+-- generated
+files["lua/scalekit/operations.lua"] = { max_line_length = false }
