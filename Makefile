@@ -49,11 +49,14 @@ operations:
 	lua5.4 tools/gen_operations.lua $(OPENAPI) > lua/scalekit/operations.lua.tmp
 	mv lua/scalekit/operations.lua.tmp lua/scalekit/operations.lua
 
+docs:
+	lua5.4 tools/gen_docs.lua
+
 test:
 	bash tools/run_tests.sh
 
 demo: deps all
-	bash tools/demo.sh
+	lua5.4 tools/demo.lua
 
 bench: all
 	bash bench/run.sh

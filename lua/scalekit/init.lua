@@ -255,6 +255,7 @@ end
 --- Raises the error table if a page fails.
 ---@param operation_id string
 ---@param params table?
+---@return fun():table|nil iterator
 function Client:each(operation_id, params)
   live(self)
   return paginate.each(self, operation_id, params)
@@ -263,6 +264,7 @@ end
 --- Iterate the pages of a paged list: `for page in sk:pages(op, params) do … end`.
 ---@param operation_id string
 ---@param params table?
+---@return fun():table|nil iterator
 function Client:pages(operation_id, params)
   live(self)
   return paginate.pages(self, operation_id, params)

@@ -1,0 +1,115 @@
+-- `make bench`: calls per second of sk:call beside a raw libcurl loop on the same
+-- local server in the same run, the naive token-per-call approach, and pagination
+-- throughput and memory. Timings are noisy: the ratio is what to read.
+package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+
+local server = require "spec.helpers.server"
+local scalekit = require "scalekit"
+local core = require "scalekit.core"
+
+local SECONDS = tonumber(os.getenv("BENCH_SECONDS") or "2")
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
+local PAGE_ITEMS = tonumber(os.getenv("BENCH_PAGE_ITEMS") or "100000")
+
+local srv = server.start{ workers = 1 }
+local function new_client()
+  return assert(scalekit.new{ environment_url = srv.url, client_id = "skc_test",
+                              client_secret = "test_secret_value" })
+end
+
+local rows = {}
+local function row(name, value, unit, note)
+  rows[#rows + 1] = { name, value, unit, note or "" }
+end
+
+local ok, err = pcall(function()
+  local sk = new_client()
+  local org = assert(sk.organizations:create{ display_name = "Bench Corp", external_id = "bench",
+                                              metadata = { tier = "gold", region = "eu" } })
+  local id = org.organization.id
+  local token = assert(sk:token())
+  local url = srv.url .. "/api/v1/organizations/" .. id
+
+  local function raw()
+    local p = assert(io.popen(("bench/raw_curl '%s' '%s' %s"):format(url, token, SECONDS)))
+    local out = p:read("*a")
+    p:close()
+    local rate, size = out:match("^(%S+) (%d+)")
+    assert(rate, "raw_curl failed: " .. out)
+    return tonumber(rate), tonumber(size)
+  end
+  local function module_rate()
+    local calls, t0 = 0, core.monotonic()
+    local t = t0
+    repeat
+      for _ = 1, 50 do
+        local res = sk:call("OrganizationService_GetOrganization", { id = id })
+        if not res then error("call failed") end
+      end
+      calls = calls + 50
+      t = core.monotonic()
+    until t - t0 >= SECONDS
+    return calls / (t - t0)
+  end
+
+  -- interleave rounds so both see the same machine weather; keep each side's best
+  local best_raw, best_mod, size = 0, 0, 0
+  local before = srv:stats().tokens_issued
+  for _ = 1, ROUNDS do
+    local r, s = raw()
+    size = s
+    if r > best_raw then best_raw = r end
+    local m = module_rate()
+    if m > best_mod then best_mod = m end
+  end
+  local tokens = srv:stats().tokens_issued - before
+  row("raw libcurl keep-alive loop (C)", ("%.0f"):format(best_raw), "calls/s", size .. "-byte answer")
+  row("sk:call GetOrganization (JSON decoded)", ("%.0f"):format(best_mod), "calls/s",
+      ("ratio %.2f of raw libcurl"):format(best_mod / best_raw))
+  row("token requests during the sk:call runs", tostring(tokens), "", "cached token reused")
+
+  -- the naive way of Scalekit's REST examples: a token and a connection per call
+  local calls, t0 = 0, core.monotonic()
+  while core.monotonic() - t0 < SECONDS do
+    local c = new_client()
+    assert(c:call("OrganizationService_GetOrganization", { id = id }))
+    c:close()
+    calls = calls + 1
+  end
+  local naive = calls / (core.monotonic() - t0)
+  row("naive: new token + connection per call", ("%.0f"):format(naive), "calls/s",
+      ("sk:call is %.1fx faster"):format(best_mod / naive))
+  sk:close()
+
+  -- pagination: items per second and Lua memory over PAGE_ITEMS records
+  srv:seed{ organizations = PAGE_ITEMS }
+  sk = new_client()
+  collectgarbage()
+  collectgarbage()
+  local base = collectgarbage("count")
+  local peak, n = 0, 0
+  t0 = core.monotonic()
+  for _ in sk.organizations:each{ page_size = 100 } do
+    n = n + 1
+    if n % 1000 == 0 then
+      local used = collectgarbage("count") - base
+      if used > peak then peak = used end
+    end
+  end
+  local dt = core.monotonic() - t0
+  row("each() over " .. n .. " organizations", ("%.0f"):format(n / dt), "items/s", ("%d pages of 100"):format(math.ceil(n / 100)))
+  row("Lua memory above baseline while paging", ("%.0f"):format(peak), "KiB", "peak, sampled every 1000 items")
+  sk:close()
+end)
+srv:stop()
+if not ok then
+  io.stderr:write("bench: ", tostring(err), "\n")
+  os.exit(1)
+end
+
+print(("%-44s %12s %-8s %s"):format("benchmark", "value", "unit", "note"))
+print(("-"):rep(100))
+for _, r in ipairs(rows) do
+  print(("%-44s %12s %-8s %s"):format(r[1], r[2], r[3], r[4]))
+end

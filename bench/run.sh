@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# `make bench`: build the raw libcurl yardstick, then run bench/bench.lua.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cc -O2 -o bench/raw_curl bench/raw_curl.c $(pkg-config --cflags --libs libcurl)
+lua5.4 bench/bench.lua
