@@ -21,7 +21,7 @@ describe("pagination", function()
   end)
 
   before_each(function()
-    srv:faults{}
+    srv:clear_faults()
     sk = helpers.new_client(srv)
   end)
 

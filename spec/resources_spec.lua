@@ -78,7 +78,7 @@ describe("resource methods against the fake Scalekit", function()
   end)
 
   before_each(function()
-    srv:faults{}
+    srv:clear_faults()
   end)
 
   local function last_request()
