@@ -41,7 +41,7 @@ local ok, err = pcall(function()
   end
   local function module_rate()
     local calls, t0 = 0, core.monotonic()
-    local t = t0
+    local t
     repeat
       for _ = 1, 50 do
         local res = sk:call("OrganizationService_GetOrganization", { id = id })
@@ -98,7 +98,8 @@ local ok, err = pcall(function()
     end
   end
   local dt = core.monotonic() - t0
-  row("each() over " .. n .. " organizations", ("%.0f"):format(n / dt), "items/s", ("%d pages of 100"):format(math.ceil(n / 100)))
+  row("each() over " .. n .. " organizations", ("%.0f"):format(n / dt), "items/s",
+      ("%d pages of 100"):format(math.ceil(n / 100)))
   row("Lua memory above baseline while paging", ("%.0f"):format(peak), "KiB", "peak, sampled every 1000 items")
   sk:close()
 end)

@@ -59,7 +59,7 @@ describe("pagination", function()
 
   it("honours page_size and a starting page_token", function()
     local first
-    for page in sk:pages(LIST, { page_size = 30 }) do
+    for page in sk:pages(LIST, { page_size = 30 }) do -- luacheck: ignore 512
       assert.equal(30, #page.organizations)
       first = page
       break

@@ -7,7 +7,7 @@ local operations = require "scalekit.operations"
 local resources = require "scalekit.resources"
 
 local MAP = resources.MAP
-local unpack = table.unpack or unpack -- luacheck: ignore 113
+local unpack = table.unpack or unpack -- luacheck: ignore 113 143
 
 local function each_method(fn)
   local names = {}
