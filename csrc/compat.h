@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #if LUA_VERSION_NUM < 502
+#  include <luajit.h>
 #  define lua_rawlen(L, i)        lua_objlen((L), (i))
 #  define lua_absindex(L, i)      (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
 #  if !defined(LUAJIT_VERSION_NUM) || LUAJIT_VERSION_NUM < 20100

@@ -331,7 +331,8 @@ static int pubkey_bits(lua_State *L)
     return 1;
 }
 
-/* Decoded base64url JWK member (malloc'd; free with free_bytes). */
+/* Decoded base64url JWK member (malloc'd; free with free_bytes). Public
+ * key material: nothing to wipe. */
 typedef struct {
     unsigned char *p;
     size_t n;
@@ -339,22 +340,21 @@ typedef struct {
 
 static void free_bytes(bytes *b)
 {
-    if (b->p != NULL) {
-        OPENSSL_cleanse(b->p, b->n);
-        free(b->p);
-    }
+    free(b->p);
     b->p = NULL;
     b->n = 0;
 }
 
-/* Decode a base64url JWK member into b. Returns NULL on success, else
- * `invalid` or "out of memory" (b is then empty). */
-static const char *decode_member(const char *s, size_t n, bytes *b, const char *invalid)
+/* Decode a base64url JWK member of at most `max` bytes into b. Returns NULL
+ * on success, else `invalid` or "out of memory" (b is then empty). The
+ * length is checked before anything is allocated. */
+static const char *decode_member(const char *s, size_t n, size_t max, bytes *b,
+                                 const char *invalid)
 {
     size_t outlen;
     b->p = NULL;
     b->n = 0;
-    if (n == 0) return invalid;
+    if (n == 0 || n / 4 > max / 3 + 1) return invalid;
     b->p = (unsigned char *)malloc(n / 4 * 3 + 3);
     if (b->p == NULL) return "out of memory";
     outlen = b64_decode((const unsigned char *)s, n, b->p, 1);
@@ -399,9 +399,9 @@ static const char *build_rsa(const char *n_s, size_t n_len, const char *e_s, siz
     const char *err = NULL;
     int nbits;
 
-    if ((err = decode_member(n_s, n_len, &nb, "invalid RSA key: bad n")) != NULL)
+    if ((err = decode_member(n_s, n_len, RSA_MAX_BITS / 8 + 1, &nb, "invalid RSA key: bad n")) != NULL)
         goto done;
-    if ((err = decode_member(e_s, e_len, &eb, "invalid RSA key: bad e")) != NULL)
+    if ((err = decode_member(e_s, e_len, 32, &eb, "invalid RSA key: bad e")) != NULL)
         goto done;
     if (nb.n > RSA_MAX_BITS / 8 + 1 || eb.n > 32) {
         err = "invalid RSA key: too large";
@@ -446,9 +446,9 @@ static const char *build_ec(int curve, const char *x_s, size_t x_len,
     EVP_PKEY_CTX *cctx = NULL;
     const char *err = NULL;
 
-    if ((err = decode_member(x_s, x_len, &xb, "invalid EC key: bad x")) != NULL)
+    if ((err = decode_member(x_s, x_len, ci->size, &xb, "invalid EC key: bad x")) != NULL)
         goto done;
-    if ((err = decode_member(y_s, y_len, &yb, "invalid EC key: bad y")) != NULL)
+    if ((err = decode_member(y_s, y_len, ci->size, &yb, "invalid EC key: bad y")) != NULL)
         goto done;
     /* RFC 7518 6.2.1.2: x and y are the full-length coordinates. */
     if (xb.n != ci->size || yb.n != ci->size) {

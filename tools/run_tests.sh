@@ -33,7 +33,7 @@ check() { # label command...: one pass/fail line for a whole command
 run_busted() { # label lua cpath
   local label=$1 lua=$2 cpath=$3
   echo "# busted --lua=$lua"
-  busted --lua="$lua" -o TAP --cpath="$cpath" ${BUSTED_ARGS:-} spec > "$OUT/$label.tap" 2>&1
+  busted --lua="$lua" -o TAP --cpath="$cpath" ${BUSTED_ARGS:-} > "$OUT/$label.tap" 2>&1
   grep -v '^ok ' "$OUT/$label.tap" | head -n 400
   count_tap "$OUT/$label.tap" "$label"
 }
