@@ -42,6 +42,9 @@ local json_encode = json.encode
 ---@field ca_file string? PEM bundle of trusted CAs (peer and host are always verified)
 ---@field user_agent string? appended to the module's own User-Agent
 ---@field max_body_size integer? largest accepted response body in bytes (default 16 MiB)
+---@field shared_dict string? OpenResty: lua_shared_dict for the token and JWKS caches
+---@field keepalive_timeout number? OpenResty: idle seconds of pooled cosockets (default 60)
+---@field keepalive_pool integer? OpenResty: connections kept per pool (default 16)
 local DEFAULTS = {
   timeout = 10,
   connect_timeout = 3,
@@ -51,6 +54,8 @@ local DEFAULTS = {
   retry_after_max = 60,
   token_refresh_margin = 60,
   max_body_size = 16 * 1024 * 1024,
+  keepalive_timeout = 60,
+  keepalive_pool = 16,
 }
 
 local OPTION_TYPES = {
@@ -59,6 +64,7 @@ local OPTION_TYPES = {
   retry_backoff = "number", retry_backoff_max = "number", retry_after_max = "number",
   token_refresh_margin = "number", scope = "string", ca_file = "string",
   user_agent = "string", max_body_size = "number",
+  shared_dict = "string", keepalive_timeout = "number", keepalive_pool = "number",
 }
 _M.DEFAULTS = DEFAULTS
 
@@ -135,6 +141,11 @@ local function user_agent(extra)
   return ua
 end
 
+local function in_openresty()
+  local ngx = rawget(_G, "ngx")
+  return type(ngx) == "table" and type(ngx.get_phase) == "function"
+end
+
 ---@class scalekit.Client
 ---@field environment_url string
 ---@field client_id string
@@ -189,6 +200,15 @@ function _M.new(opts)
     retry_after_max = cfg.retry_after_max,
     token_refresh_margin = cfg.token_refresh_margin,
   })
+  if in_openresty() then
+    -- cosockets in request handlers, a shared-dict token cache: see scalekit/ngx.lua
+    local ok, err = require("scalekit.ngx").attach(s, cfg)
+    if not ok then
+      http:close()
+      s.store:close()
+      return nil, err
+    end
+  end
   local self = setmetatable({
     environment_url = cfg.environment_url,
     client_id = cfg.client_id,

@@ -7,8 +7,10 @@
 --   t:request(method, url, body, content_type, bearer)
 --     -> status, body, retry_after, request_id, content_type, location
 --     -> nil, kind, message, sent
--- and a token store any object with get() / set(token, expires_in, margin) /
--- clear([token]) (the C vault of scalekit.core, or the shared-dict store).
+-- and a token store any object with get() -> token, expires_at, needs_refresh /
+-- set(token, expires_in, margin) / clear([token]) / close(), optionally
+-- single_flight(old_token, old_expires_at, fetch) (the C vault of scalekit.core, or
+-- the shared-dict store of scalekit.ngx).
 local errors = require "scalekit.errors"
 
 local _M = {}
@@ -121,9 +123,14 @@ end
 ---@return string|nil token
 ---@return number|scalekit.Error expires_at_or_err
 function Session:token()
-  local token, expires_at, needs_refresh = self.store:get()
+  local store = self.store
+  local token, expires_at, needs_refresh = store:get()
   if token and not needs_refresh then
     return token, expires_at
+  end
+  if store.single_flight then
+    -- shared stores (OpenResty) let one caller fetch while the others wait for it
+    return store:single_flight(token, expires_at, function() return fetch_token(self) end)
   end
   local new, res = fetch_token(self)
   if new then return new, res end
