@@ -12,8 +12,14 @@ local request = require "scalekit.request"
 local paginate = require "scalekit.paginate"
 local session = require "scalekit.session"
 local resources = require "scalekit.resources"
+local auth = require "scalekit.auth"
 
-local _M = { _VERSION = core.version, errors = errors }
+local _M = {
+  _VERSION = core.version,
+  errors = errors,
+  pkce = auth.pkce,                   -- verifier, challenge, "S256"
+  random_string = auth.random_string, -- for state and nonce
+}
 
 local type = type
 local pairs = pairs
@@ -45,6 +51,8 @@ local json_encode = json.encode
 ---@field shared_dict string? OpenResty: lua_shared_dict for the token and JWKS caches
 ---@field keepalive_timeout number? OpenResty: idle seconds of pooled cosockets (default 60)
 ---@field keepalive_pool integer? OpenResty: connections kept per pool (default 16)
+---@field jwks_ttl number? seconds the JWKS is cached (default 3600)
+---@field jwks_refresh_interval number? least seconds between JWKS refetches for unknown kids (default 30)
 local DEFAULTS = {
   timeout = 10,
   connect_timeout = 3,
@@ -56,6 +64,8 @@ local DEFAULTS = {
   max_body_size = 16 * 1024 * 1024,
   keepalive_timeout = 60,
   keepalive_pool = 16,
+  jwks_ttl = 3600,
+  jwks_refresh_interval = 30,
 }
 
 local OPTION_TYPES = {
@@ -65,6 +75,7 @@ local OPTION_TYPES = {
   token_refresh_margin = "number", scope = "string", ca_file = "string",
   user_agent = "string", max_body_size = "number",
   shared_dict = "string", keepalive_timeout = "number", keepalive_pool = "number",
+  jwks_ttl = "number", jwks_refresh_interval = "number",
 }
 _M.DEFAULTS = DEFAULTS
 
@@ -121,7 +132,8 @@ local function validate(opts)
   if cfg.max_retries < 0 or cfg.max_retries % 1 ~= 0 or cfg.max_retries > 20 then
     bad_option("max_retries must be an integer in [0, 20]")
   end
-  for _, k in ipairs({ "retry_backoff", "retry_backoff_max", "retry_after_max", "token_refresh_margin" }) do
+  for _, k in ipairs({ "retry_backoff", "retry_backoff_max", "retry_after_max", "token_refresh_margin",
+                       "jwks_ttl", "jwks_refresh_interval" }) do
     if cfg[k] < 0 then bad_option(k .. " must not be negative") end
   end
   if cfg.max_body_size < 1024 then bad_option("max_body_size must be at least 1024") end
@@ -146,7 +158,7 @@ local function in_openresty()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
 end
 
----@class scalekit.Client
+---@class scalekit.Client : scalekit.Auth
 ---@field environment_url string
 ---@field client_id string
 local Client = {}
@@ -189,8 +201,15 @@ function _M.new(opts)
   local s = session.new({
     base_url = cfg.environment_url,
     token_url = cfg.environment_url .. "/oauth/token",
-    -- the secret lives only in this closure: no table field holds it
+    -- the secret lives only in these closures: no table field holds it
     token_form = function() return form end,
+    client_form = function(fields)
+      fields.client_id, fields.client_secret = cfg.client_id, secret
+      return request.form(fields)
+    end,
+    jwks_cache = auth.memory_cache(),
+    jwks_ttl = cfg.jwks_ttl,
+    jwks_refresh_interval = cfg.jwks_refresh_interval,
     http = http,
     store = core.token_vault(),
     sleep = core.sleep,
@@ -320,6 +339,14 @@ function Client:close()
   local s = self._s
   s.http:close()
   s.store:close()
+end
+
+-- Login, token validation and webhooks (scalekit/auth.lua), refused once closed.
+for name, fn in pairs(auth.methods) do
+  Client[name] = function(self, ...)
+    live(self)
+    return fn(self, ...)
+  end
 end
 
 Client_mt.__gc = Client.close

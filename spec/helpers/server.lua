@@ -38,6 +38,7 @@ local OPTION_TYPES = {
   extra_server = "string",
   lua_package_path = "string",
   lua_package_cpath = "string",
+  oidc = "boolean",
 }
 
 ---------------------------------------------------------------------------
@@ -234,6 +235,43 @@ local function make_certs(dir)
     cert_file = dir .. "/server.pem",
     key_file = dir .. "/server.key",
   }
+end
+
+-- base64url of a file's bytes, by the openssl CLI (not the library under test).
+local function b64url_file(path)
+  local out, rc = run("openssl base64 -A -in " .. quote(path))
+  assert(rc == 0, "openssl base64 failed")
+  return (out:gsub("%s", ""):gsub("[+/=]", { ["+"] = "-", ["/"] = "_", ["="] = "" }))
+end
+
+local function b64url_string(dir, s)
+  local path = dir .. "/b64.in"
+  write_file(path, s)
+  local out = b64url_file(path)
+  os.remove(path)
+  return out
+end
+
+local OIDC_KID = "snk_fake_1"
+
+-- RSA key pair for the fake's id/access tokens and its JWKS, made with the openssl
+-- CLI. The private key is readable by the workers (nobody): it is a test key.
+local function make_oidc_keys(dir)
+  local key = dir .. "/oidc.key"
+  local out, rc = run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "
+    .. quote(key) .. " 2>&1")
+  if rc ~= 0 then error("fake scalekit: openssl genpkey failed: " .. out, 0) end
+  sh("chmod 644 " .. quote(key))
+  local mod = run("openssl rsa -in " .. quote(key) .. " -noout -modulus"):match("Modulus=(%x+)")
+  assert(mod, "cannot read the RSA modulus")
+  local bytes = mod:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+  local jwks = {
+    keys = { { kty = "RSA", kid = OIDC_KID, use = "sig", alg = "RS256",
+               n = b64url_string(dir, bytes), e = "AQAB" } },
+  }
+  local jwks_path = dir .. "/jwks.json"
+  write_file(jwks_path, json.encode(jwks), "644")
+  return { oidc_key = key, oidc_jwks = jwks_path, oidc_kid = OIDC_KID }
 end
 
 ---------------------------------------------------------------------------
@@ -458,12 +496,18 @@ function _M.start(opts)
     assert(sh("chmod 755 " .. quote(prefix .. "/lua") .. " && chmod 644 " .. quote(prefix .. "/lua") .. "/*.lua"))
 
     self.instance = "fake-" .. prefix:match("[^.]+$") .. "-" .. tostring(os.time())
-    write_file(prefix .. "/config.json", json.encode({
+    local config = {
       token_ttl = self.token_ttl,
       client_id = self.client_id,
       client_secret = self.client_secret,
       instance = self.instance,
-    }), "644")
+    }
+    if opts.oidc then
+      local keys = make_oidc_keys(prefix)
+      for k, v in pairs(keys) do config[k] = v end
+      self.oidc_key, self.oidc_kid = keys.oidc_key, keys.oidc_kid
+    end
+    write_file(prefix .. "/config.json", json.encode(config), "644")
 
     if self.tls then
       local certs = make_certs(prefix)
@@ -603,6 +647,30 @@ end
 
 function Server:clear_faults()
   return self:admin("DELETE", "/_admin/faults")
+end
+
+--- A compact JWS made with the openssl CLI: `header` defaults to RS256 with the
+--- fake's kid; `opts.key` signs with another PEM key, `opts.digest` picks the hash,
+--- `opts.raw_signature` replaces the signature bytes.
+function Server:sign_jwt(claims, header, opts)
+  opts = opts or {}
+  local key = opts.key or self.oidc_key
+  assert(key, "start the server with oidc = true")
+  header = header or { alg = "RS256", typ = "JWT", kid = self.oidc_kid }
+  local input = b64url_string(self.prefix, json.encode(header)) .. "."
+    .. b64url_string(self.prefix, json.encode(claims))
+  if opts.raw_signature then
+    return input .. "." .. b64url_string(self.prefix, opts.raw_signature)
+  end
+  local path, sig = self.prefix .. "/jws.in", self.prefix .. "/jws.sig"
+  write_file(path, input)
+  local out, rc = run("openssl dgst -" .. (opts.digest or "sha256") .. " -sign " .. quote(key)
+    .. " -out " .. quote(sig) .. " " .. quote(path) .. " 2>&1")
+  assert(rc == 0, "openssl dgst -sign failed: " .. out)
+  local encoded = b64url_file(sig)
+  os.remove(path)
+  os.remove(sig)
+  return input .. "." .. encoded
 end
 
 function Server:revoke_tokens()

@@ -47,6 +47,8 @@ local function stats()
     faults_applied = STATE:get("stat:faults_applied") or 0,
     faults_pending = STATE:get("faults:n") or 0,
     revocations = STATE:get("stat:revocations") or 0,
+    jwks_fetches = STATE:get("stat:jwks_fetches") or 0,
+    oidc_tokens = STATE:get("stat:oidc_tokens") or 0,
     organizations = store.count("org"),
     users = store.count("usr"),
     data_free_bytes = ngx.shared.skfake_data:free_space(),

@@ -102,7 +102,7 @@ function _M.token()
   if type(grant) ~= "string" or grant == "" then
     return oauth_error(400, "invalid_request", "grant_type is required")
   end
-  if grant ~= "client_credentials" then
+  if grant ~= "client_credentials" and grant ~= "authorization_code" and grant ~= "refresh_token" then
     return oauth_error(400, "unsupported_grant_type",
       "grant_type '" .. grant .. "' is not supported")
   end
@@ -115,6 +115,10 @@ function _M.token()
       ngx.header["WWW-Authenticate"] = 'Basic realm="scalekit"'
     end
     return oauth_error(401, "invalid_client", "invalid client credentials")
+  end
+
+  if grant ~= "client_credentials" then
+    return require("fake_oidc").grant(grant, args)
   end
 
   local ttl = tonumber(CONFIG:get("token_ttl")) or 3600

@@ -65,6 +65,18 @@ ${TLS_CONF}
             content_by_lua_block { require("fake_scalekit").token() }
         }
 
+        location = /keys {
+            content_by_lua_block { require("fake_oidc").keys() }
+        }
+
+        location = /oauth/authorize {
+            content_by_lua_block { require("fake_oidc").authorize() }
+        }
+
+        location = /oidc/logout {
+            content_by_lua_block { require("fake_oidc").logout() }
+        }
+
         location /api/ {
             content_by_lua_block { require("fake_scalekit").api() }
         }
