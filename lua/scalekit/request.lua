@@ -160,6 +160,9 @@ function _M.build(op_id, op, params)
         if v == nil then misuse(op_id, "missing required path parameter '%s'", name) end
         v = scalar_text(op_id, name, "string", v)
         if v == "" then misuse(op_id, "path parameter '%s' must not be empty", name) end
+        -- "." and ".." segments are removed by URL normalization (libcurl, proxies,
+        -- servers), whatever their encoding: they would change the route
+        if v == "." or v == ".." then misuse(op_id, "path parameter '%s' must not be '.' or '..'", name) end
         out[i] = encode(v)
       else
         out[i] = pieces[i]
