@@ -567,6 +567,19 @@ describe("scalekit client", function()
       collectgarbage()
     end)
 
+    it("closes at the end of a <close> scope on Lua 5.4", function()
+      if _VERSION ~= "Lua 5.4" then return end -- LuaJIT: no to-be-closed variables
+      local chunk = assert(load([[
+        local new = ...
+        local sk <close> = new()
+        assert(sk:token())
+        return sk
+      ]]))
+      local sk = chunk(new)
+      assert.truthy(tostring(sk):find("closed", 1, true))
+      assert.has_error(function() sk:token() end)
+    end)
+
     it("a client dropped without close is collected", function()
       local weak = setmetatable({}, { __mode = "v" })
       do
