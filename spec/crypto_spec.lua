@@ -7,117 +7,10 @@ local core = require "scalekit.core"
 
 -- helpers ------------------------------------------------------------------
 
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
-local function unhex(h)
-  h = h:gsub("[^%x]", "")
-  return (h:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end))
-end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
--- Run a shell command; returns its output, fails the test on a non-zero exit.
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  assert(rc == "0", "command failed: " .. cmd .. "\n" .. tostring(body))
-  return body
-end
-
-local function mktempdir()
-  local d = os.tmpname()
-  os.remove(d)
-  run("mkdir -m 700 '" .. d .. "'")
-  return d
-end
-
-local function b64url(s)
-  return (core.b64encode(s):gsub("%+", "-"):gsub("/", "_"):gsub("=", ""))
-end
-
--- JWK of a public key PEM made by the openssl CLI.
-local function rsa_jwk(dir, pub)
-  local modulus = run("openssl rsa -pubin -in " .. dir .. "/" .. pub .. " -noout -modulus")
-  local n = unhex(assert(modulus:match("Modulus=(%x+)")))
-  local text = run("openssl pkey -pubin -in " .. dir .. "/" .. pub .. " -noout -text")
-  local e = tonumber(assert(text:match("Exponent: (%d+)")))
-  local eb = ""
-  while e > 0 do
-    eb = string.char(e % 256) .. eb
-    e = math.floor(e / 256)
-  end
-  return { kty = "RSA", n = b64url(n), e = b64url(eb) }
-end
-
-local CURVE_SIZE = { ["P-256"] = 32, ["P-384"] = 48, ["P-521"] = 66 }
-
-local function ec_jwk(dir, pub, crv)
-  local size = CURVE_SIZE[crv]
-  run("openssl pkey -pubin -in " .. dir .. "/" .. pub .. " -outform DER -out " .. dir .. "/" .. pub .. ".der")
-  local der = readfile(dir .. "/" .. pub .. ".der")
-  -- The uncompressed point 04||X||Y ends the SubjectPublicKeyInfo.
-  local point = der:sub(-(2 * size + 1))
-  assert(point:byte(1) == 4, "expected an uncompressed point")
-  return { kty = "EC", crv = crv, x = b64url(point:sub(2, size + 1)), y = b64url(point:sub(size + 2)) }
-end
-
--- DER ECDSA-Sig-Value -> JOSE R||S.
-local function der_to_jose(der, size)
-  local pos = 1
-  local function len()
-    local l = der:byte(pos); pos = pos + 1
-    if l >= 0x80 then
-      local nb = l - 0x80
-      l = 0
-      for _ = 1, nb do l = l * 256 + der:byte(pos); pos = pos + 1 end
-    end
-    return l
-  end
-  assert(der:byte(pos) == 0x30); pos = pos + 1
-  len()
-  local out = {}
-  for i = 1, 2 do
-    assert(der:byte(pos) == 0x02); pos = pos + 1
-    local l = len()
-    local v = der:sub(pos, pos + l - 1):gsub("^%z+", "")
-    pos = pos + l
-    out[i] = string.rep("\0", size - #v) .. v
-  end
-  return out[1] .. out[2]
-end
-
-local DIGEST = { ["256"] = "-sha256", ["384"] = "-sha384", ["512"] = "-sha512" }
-
--- Sign `input` with the CLI as algorithm `alg` would; returns the JOSE signature.
-local function cli_sign(dir, keyfile, alg, input)
-  writefile(dir .. "/in.bin", input)
-  local kind, bits = alg:sub(1, 2), alg:sub(3)
-  local cmd = "openssl dgst " .. DIGEST[bits] .. " -sign " .. dir .. "/" .. keyfile
-  if kind == "PS" then
-    cmd = cmd .. " -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest"
-  end
-  run(cmd .. " -out " .. dir .. "/sig.bin " .. dir .. "/in.bin")
-  local sig = readfile(dir .. "/sig.bin")
-  if kind == "ES" then
-    sig = der_to_jose(sig, ({ ["256"] = 32, ["384"] = 48, ["512"] = 66 })[bits])
-  end
-  return sig
-end
+local util = require "spec.helpers.crypto_util"
+local hex, unhex, readfile, writefile, run = util.hex, util.unhex, util.readfile, util.writefile, util.run
+local b64url, rsa_jwk, ec_jwk, cli_sign = util.b64url, util.rsa_jwk, util.ec_jwk, util.cli_sign
+local CURVE_SIZE = util.CURVE_SIZE
 
 -- tests --------------------------------------------------------------------
 
@@ -125,11 +18,11 @@ describe("scalekit.core crypto", function()
   local dir
 
   setup(function()
-    dir = mktempdir()
+    dir = util.mktempdir()
   end)
 
   teardown(function()
-    if dir then run("rm -rf '" .. dir .. "'") end
+    if dir then util.rmtree(dir) end
   end)
 
   describe("base64", function()

@@ -9,99 +9,13 @@ local cjson = require("cjson.safe").new()
 
 -- helpers ------------------------------------------------------------------
 
-local function unhex(h)
-  return (h:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end))
-end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  assert(rc == "0", "command failed: " .. cmd .. "\n" .. tostring(body))
-  return body
-end
-
-local function b64url(s)
-  return (core.b64encode(s):gsub("%+", "-"):gsub("/", "_"):gsub("=", ""))
-end
-
-local SIZE = { ["P-256"] = 32, ["P-384"] = 48, ["P-521"] = 66 }
-
-local function rsa_jwk(pub)
-  local modulus = run("openssl rsa -pubin -in " .. pub .. " -noout -modulus")
-  local n = unhex(assert(modulus:match("Modulus=(%x+)")))
-  local e = tonumber(assert(run("openssl pkey -pubin -in " .. pub .. " -noout -text"):match("Exponent: (%d+)")))
-  local eb = ""
-  while e > 0 do
-    eb = string.char(e % 256) .. eb
-    e = math.floor(e / 256)
-  end
-  return { kty = "RSA", n = b64url(n), e = b64url(eb) }
-end
-
-local function ec_jwk(pub, crv)
-  run("openssl pkey -pubin -in " .. pub .. " -outform DER -out " .. pub .. ".der")
-  local point = readfile(pub .. ".der"):sub(-(2 * SIZE[crv] + 1))
-  assert(point:byte(1) == 4)
-  return { kty = "EC", crv = crv, x = b64url(point:sub(2, SIZE[crv] + 1)), y = b64url(point:sub(SIZE[crv] + 2)) }
-end
-
-local function der_to_jose(der, size)
-  local pos = 1
-  local function len()
-    local l = der:byte(pos); pos = pos + 1
-    if l >= 0x80 then
-      local nb = l - 0x80
-      l = 0
-      for _ = 1, nb do l = l * 256 + der:byte(pos); pos = pos + 1 end
-    end
-    return l
-  end
-  assert(der:byte(pos) == 0x30); pos = pos + 1
-  len()
-  local out = {}
-  for i = 1, 2 do
-    assert(der:byte(pos) == 0x02); pos = pos + 1
-    local l = len()
-    local v = der:sub(pos, pos + l - 1):gsub("^%z+", "")
-    pos = pos + l
-    out[i] = string.rep("\0", size - #v) .. v
-  end
-  return out[1] .. out[2]
-end
+local util = require "spec.helpers.crypto_util"
+local hex, readfile, writefile, run = util.hex, util.readfile, util.writefile, util.run
+local b64url, rsa_jwk, ec_jwk, cli_sign = util.b64url, util.rsa_jwk, util.ec_jwk, util.cli_sign
 
 local dir
-local KEYFILE = {}   -- name -> private key PEM path
+local KEYFILE = {}   -- name -> private key PEM path (dir/name.pem)
 local JWK = {}       -- name -> public JWK
-
-local function cli_sign(keyname, alg, input)
-  writefile(dir .. "/in.bin", input)
-  local kind, bits = alg:sub(1, 2), alg:sub(3)
-  local cmd = "openssl dgst -sha" .. bits .. " -sign " .. KEYFILE[keyname]
-  if kind == "PS" then
-    cmd = cmd .. " -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest"
-  end
-  run(cmd .. " -out " .. dir .. "/sig.bin " .. dir .. "/in.bin")
-  local sig = readfile(dir .. "/sig.bin")
-  if kind == "ES" then
-    sig = der_to_jose(sig, ({ ["256"] = 32, ["384"] = 48, ["512"] = 66 })[bits])
-  end
-  return sig
-end
 
 local NOW = 1700000000
 
@@ -121,7 +35,7 @@ local function make(header, claims, keyname)
   local h = b64url(assert(cjson.encode(header)))
   local p = b64url(assert(cjson.encode(claims)))
   local input = h .. "." .. p
-  local sig = keyname and cli_sign(keyname, header.alg, input) or ""
+  local sig = keyname and cli_sign(dir, keyname .. ".pem", header.alg, input) or ""
   return input .. "." .. b64url(sig)
 end
 
@@ -156,20 +70,18 @@ end
 
 describe("scalekit.jwt", function()
   setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    run("mkdir -m 700 '" .. dir .. "'")
+    dir = util.mktempdir()
     for _, name in ipairs({ "rsa1", "rsa2" }) do
       KEYFILE[name] = dir .. "/" .. name .. ".pem"
       run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " .. KEYFILE[name])
       run("openssl pkey -in " .. KEYFILE[name] .. " -pubout -out " .. dir .. "/" .. name .. ".pub")
-      JWK[name] = rsa_jwk(dir .. "/" .. name .. ".pub")
+      JWK[name] = rsa_jwk(dir, name .. ".pub")
     end
     for crv, name in pairs({ ["P-256"] = "ec256", ["P-384"] = "ec384", ["P-521"] = "ec521" }) do
       KEYFILE[name] = dir .. "/" .. name .. ".pem"
       run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:" .. crv .. " -out " .. KEYFILE[name])
       run("openssl pkey -in " .. KEYFILE[name] .. " -pubout -out " .. dir .. "/" .. name .. ".pub")
-      JWK[name] = ec_jwk(dir .. "/" .. name .. ".pub", crv)
+      JWK[name] = ec_jwk(dir, name .. ".pub", crv)
     end
     local list = {}
     for _, name in ipairs({ "rsa1", "rsa2", "ec256", "ec384", "ec521" }) do
@@ -182,7 +94,7 @@ describe("scalekit.jwt", function()
   end)
 
   teardown(function()
-    if dir then run("rm -rf '" .. dir .. "'") end
+    if dir then util.rmtree(dir) end
   end)
 
   describe("decode", function()
@@ -330,8 +242,7 @@ describe("scalekit.jwt", function()
       local header = { alg = "HS256", typ = "JWT", kid = "rsa1" }
       local input = b64url(cjson.encode(header)) .. "." .. b64url(cjson.encode(base_claims()))
       writefile(dir .. "/in.bin", input)
-      local pem_hex = pem:gsub(".", function(c) return string.format("%02x", c:byte()) end)
-      run("openssl dgst -sha256 -mac HMAC -macopt hexkey:" .. pem_hex .. " -binary -out " .. dir .. "/hs.bin "
+      run("openssl dgst -sha256 -mac HMAC -macopt hexkey:" .. hex(pem) .. " -binary -out " .. dir .. "/hs.bin "
           .. dir .. "/in.bin")
       local mac = readfile(dir .. "/hs.bin")
       assert.are.equal(core.hmac_sha256(pem, input), mac)
@@ -483,7 +394,7 @@ describe("scalekit.jwt", function()
       local small = dir .. "/small.pem"
       run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out " .. small)
       run("openssl pkey -in " .. small .. " -pubout -out " .. small .. ".pub")
-      local small_jwk = rsa_jwk(small .. ".pub")
+      local small_jwk = rsa_jwk(dir, "small.pem.pub")
       small_jwk.kid = "small"
       local jwks = {
         keys = {

@@ -13,31 +13,8 @@ local SW_TS = "1614265330"
 local SW_BODY = '{"test": 2432232314}'
 local SW_SIG = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
-local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  assert(rc == "0", "command failed: " .. cmd .. "\n" .. tostring(body))
-  return body
-end
+local util = require "spec.helpers.crypto_util"
+local hex, readfile, writefile, run = util.hex, util.readfile, util.writefile, util.run
 
 describe("scalekit.webhook", function()
   local dir
@@ -81,13 +58,11 @@ describe("scalekit.webhook", function()
   end
 
   setup(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    run("mkdir -m 700 '" .. dir .. "'")
+    dir = util.mktempdir()
   end)
 
   teardown(function()
-    if dir then run("rm -rf '" .. dir .. "'") end
+    if dir then util.rmtree(dir) end
   end)
 
   it("verifies the Standard Webhooks example vector (tolerance disabled)", function()

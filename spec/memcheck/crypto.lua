@@ -3,101 +3,38 @@
 --     --error-exitcode=1 lua5.4 spec/memcheck/crypto.lua
 -- Exercises every crypto function many times, failures, raised argument errors,
 -- close/gc and use after close. Keys and signatures come from the openssl CLI.
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
 package.cpath = (rawget(_G, "jit") and "build-luajit/?.so;" or "build/?.so;") .. package.cpath
 
 local core = require "scalekit.core"
+local util = require "spec.helpers.crypto_util"
 
 local ROUNDS = tonumber(os.getenv("SK_MEMCHECK_ROUNDS") or "") or 100
 
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  assert(rc == "0", "command failed: " .. cmd .. "\n" .. tostring(body))
-  return body
-end
+local run = util.run
+local SIZE, CURVE_OF = util.CURVE_SIZE, util.CURVE_OF
 
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function unhex(h)
-  return (h:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end))
-end
-
-local b64url = core.b64url_encode
-
-local dir = os.tmpname()
-os.remove(dir)
-run("mkdir -m 700 '" .. dir .. "'")
-
-local SIZE = { ["P-256"] = 32, ["P-384"] = 48, ["P-521"] = 66 }
-local CURVE_OF = { ES256 = "P-256", ES384 = "P-384", ES512 = "P-521" }
-
-local function der_to_jose(der, size)
-  local pos = 1
-  local function len()
-    local l = der:byte(pos); pos = pos + 1
-    if l >= 0x80 then
-      local nb = l - 0x80
-      l = 0
-      for _ = 1, nb do l = l * 256 + der:byte(pos); pos = pos + 1 end
-    end
-    return l
-  end
-  pos = pos + 1
-  len()
-  local out = {}
-  for i = 1, 2 do
-    pos = pos + 1
-    local l = len()
-    local v = der:sub(pos, pos + l - 1):gsub("^%z+", "")
-    pos = pos + l
-    out[i] = string.rep("\0", size - #v) .. v
-  end
-  return out[1] .. out[2]
-end
+local dir = util.mktempdir()
 
 -- keys
 run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " .. dir .. "/rsa.pem")
 run("openssl pkey -in " .. dir .. "/rsa.pem -pubout -out " .. dir .. "/rsa.pub")
-local n = unhex(run("openssl rsa -pubin -in " .. dir .. "/rsa.pub -noout -modulus"):match("Modulus=(%x+)"))
-local RSA = { kty = "RSA", n = b64url(n), e = "AQAB" }
+local RSA = util.rsa_jwk(dir, "rsa.pub")
 local EC = {}
-for crv, size in pairs(SIZE) do
-  local f = dir .. "/" .. crv
-  run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:" .. crv .. " -out " .. f .. ".pem")
-  run("openssl pkey -in " .. f .. ".pem -pubout -outform DER -out " .. f .. ".der")
-  local point = readfile(f .. ".der"):sub(-(2 * size + 1))
-  EC[crv] = { kty = "EC", crv = crv, x = b64url(point:sub(2, size + 1)), y = b64url(point:sub(size + 2)) }
+for crv in pairs(SIZE) do
+  run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:" .. crv .. " -out " .. dir .. "/" .. crv .. ".pem")
+  run("openssl pkey -in " .. dir .. "/" .. crv .. ".pem -pubout -out " .. dir .. "/" .. crv .. ".pub")
+  EC[crv] = util.ec_jwk(dir, crv .. ".pub", crv)
 end
 
 -- signatures
 local INPUT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0"
-writefile(dir .. "/in", INPUT)
 local SIGS = {}
 for _, alg in ipairs({ "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512" }) do
-  local kind, bits = alg:sub(1, 2), alg:sub(3)
-  local keyfile = kind == "ES" and (dir .. "/" .. CURVE_OF[alg] .. ".pem") or (dir .. "/rsa.pem")
-  local cmd = "openssl dgst -sha" .. bits .. " -sign " .. keyfile
-  if kind == "PS" then cmd = cmd .. " -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest" end
-  run(cmd .. " -out " .. dir .. "/sig " .. dir .. "/in")
-  local sig = readfile(dir .. "/sig")
-  if kind == "ES" then sig = der_to_jose(sig, SIZE[CURVE_OF[alg]]) end
-  SIGS[alg] = sig
+  local keyfile = alg:sub(1, 2) == "ES" and (CURVE_OF[alg] .. ".pem") or "rsa.pem"
+  SIGS[alg] = util.cli_sign(dir, keyfile, alg, INPUT)
 end
-run("rm -rf '" .. dir .. "'")
+util.rmtree(dir)
 
 local BAD_JWKS = {
   { kty = "oct" }, {}, { kty = "RSA", n = RSA.n }, { kty = "RSA", n = "!!", e = "AQAB" },
