@@ -137,6 +137,10 @@ local function validate(opts)
     if cfg[k] < 0 then bad_option(k .. " must not be negative") end
   end
   if cfg.max_body_size < 1024 then bad_option("max_body_size must be at least 1024") end
+  if cfg.keepalive_pool < 1 or cfg.keepalive_pool % 1 ~= 0 then
+    bad_option("keepalive_pool must be a positive integer")
+  end
+  if cfg.keepalive_timeout < 0 then bad_option("keepalive_timeout must not be negative") end
   cfg.environment_url = check_environment_url(cfg.environment_url)
   return cfg
 end
@@ -191,11 +195,12 @@ function _M.new(opts)
     client_secret = secret,
     scope = cfg.scope,
   })
+  local ua = user_agent(cfg.user_agent)
   local http = core.http({
     timeout = cfg.timeout,
     connect_timeout = cfg.connect_timeout,
     ca_file = cfg.ca_file,
-    user_agent = user_agent(cfg.user_agent),
+    user_agent = ua,
     max_body_size = cfg.max_body_size,
   })
   local s = session.new({
@@ -211,6 +216,7 @@ function _M.new(opts)
     jwks_ttl = cfg.jwks_ttl,
     jwks_refresh_interval = cfg.jwks_refresh_interval,
     http = http,
+    user_agent = ua,
     store = core.token_vault(),
     sleep = core.sleep,
     max_retries = cfg.max_retries,
