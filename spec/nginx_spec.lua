@@ -72,6 +72,7 @@ describe("OpenResty", function()
       server = table.concat({
         loc("/t/step", "step"), loc("/t/close", "close_run"), loc("/t/call", "call"),
         loc("/t/new", "new"), loc("/t/stuck_lock", "stuck_lock"), loc("/t/jwks", "jwks"),
+        loc("/t/validate_cached", "validate_cached"),
         loc("/t/validate", "validate"), loc("/t/result", "result"),
         loc("/t/init_client", "init_client"),
         [[
@@ -486,6 +487,23 @@ describe("OpenResty", function()
       -- without the shared dict, each new client fetches its own
       assert.is_true(app:get(q).ok)
       assert.equal(2, srv:stats().jwks_fetches)
+    end)
+
+    it("validate_access_token: concurrent first validations in a worker fetch the JWKS once", function()
+      srv:reset()
+      local now = os.time()
+      local token = srv:sign_jwt{ iss = srv.url, sub = "usr_2", aud = { scenarios.CLIENT_ID },
+                                  iat = now - 10, nbf = now - 10, exp = now + 600 }
+      srv:faults{ { match = "/keys", delay = 0.3 } }
+      -- a url string no earlier test used: a new client with an empty JWKS cache
+      local q = "/t/validate_cached?token=" .. enc(token) .. "&url=" .. enc(srv.url .. "/")
+      local answers = app:parallel(q, 20)
+      assert.equal(20, #answers)
+      for _, v in ipairs(answers) do
+        assert.is_true(v.ok, v.err and v.err.text)
+        assert.equal("usr_2", v.sub)
+      end
+      assert.equal(1, srv:stats().jwks_fetches)
     end)
 
     it("a host name without `resolver` fails as 'network'", function()

@@ -21,6 +21,8 @@ local error = error
 local ipairs = ipairs
 local tostring = tostring
 local setmetatable = setmetatable
+local pcall = pcall
+local min = math.min
 local concat = table.concat
 local encode = request.encode
 local monotonic = core.monotonic
@@ -159,7 +161,7 @@ function _M.memory_cache()
   return setmetatable({}, MemoryCache)
 end
 
-local function fetch_jwks(s)
+local function download_jwks(s)
   s.jwks_fetched_at = monotonic()
   local doc, err = s:plain("GET", "/keys", nil, nil, "jwks")
   if not doc then return nil, err end
@@ -169,6 +171,26 @@ local function fetch_jwks(s)
   local text = json.encode(doc)
   s.jwks_cache:set(text, s.jwks_ttl)
   return text
+end
+
+-- One fetch at a time per client: in OpenResty, the coroutines of a worker that need
+-- the JWKS while a fetch is under way wait for it (s.sleep yields there) instead of
+-- each asking /keys. Plain Lua never finds a fetch under way.
+local function fetch_jwks(s)
+  if s.jwks_fetching then
+    local deadline, d = monotonic() + s.jwks_wait, 0.001
+    while s.jwks_fetching and monotonic() < deadline do
+      s.sleep(d)
+      d = min(d * 2, 0.05)
+    end
+    local text = s.jwks_cache:get()
+    if text then return text end
+  end
+  s.jwks_fetching = true
+  local ok, text, err = pcall(download_jwks, s)
+  s.jwks_fetching = false
+  if not ok then error(text, 0) end
+  return text, err
 end
 
 -- key finder for the JWKS text currently cached (parsed once per distinct text)

@@ -215,6 +215,7 @@ function _M.new(opts)
     jwks_cache = auth.memory_cache(),
     jwks_ttl = cfg.jwks_ttl,
     jwks_refresh_interval = cfg.jwks_refresh_interval,
+    jwks_wait = cfg.timeout + 1, -- longest wait for another coroutine's JWKS fetch
     http = http,
     user_agent = ua,
     store = core.token_vault(),

@@ -286,6 +286,16 @@ end
 -- attach
 ---------------------------------------------------------------------------
 
+--- The shared-dict identity of a client's token: environment, client id and scope,
+--- plus a tag derived from the secret (never the secret itself), so that a client
+--- configured with a wrong secret is not served the token a correct one stored.
+---@param cfg {environment_url: string, client_id: string, client_secret: string, scope: string?}
+---@return string
+function _M.token_id(cfg)
+  local id = cfg.environment_url .. "|" .. cfg.client_id .. "|" .. (cfg.scope or "")
+  return id .. "|" .. core.b64url_encode(core.hmac_sha256(cfg.client_secret, id)):sub(1, 16)
+end
+
 --- Make `session` OpenResty-aware: cosocket transport and ngx.sleep in request
 --- phases, and with cfg.shared_dict the token and JWKS caches in that dict.
 ---@param session table scalekit.session object (http, store, sleep, jwks_cache…)
@@ -318,11 +328,7 @@ function _M.attach(session, cfg)
   -- how long anyone waits for somebody else's token fetch (and the lock's expiry)
   local wait = cfg.timeout + 1
   if dict then
-    -- Keyed by environment, client and scope, plus a tag derived from the secret (never
-    -- the secret itself): a client configured with a wrong secret must not be served
-    -- the token that a correctly configured one put in the shared dict.
-    local id = cfg.environment_url .. "|" .. cfg.client_id .. "|" .. (cfg.scope or "")
-    id = id .. "|" .. core.b64url_encode(core.hmac_sha256(cfg.client_secret, id)):sub(1, 16)
+    local id = _M.token_id(cfg)
     session.store:close()   -- the C vault made by scalekit.new, unused from here on
     session.store = setmetatable({
       dict = dict, dict_name = name, wait = wait,

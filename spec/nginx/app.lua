@@ -113,7 +113,8 @@ end
 -- in 60 s): a call waits `timeout` + 1 s for it, then fetches by itself
 function _M.stuck_lock()
   local dict = ngx.shared.scalekit
-  local id = arg("url") .. "|" .. scenarios.CLIENT_ID .. "|"
+  local id = require("scalekit.ngx").token_id{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
+                                               client_secret = scenarios.CLIENT_SECRET }
   dict:delete("scalekit:token:" .. id)
   dict:set("scalekit:token-lock:" .. id, "held by a dead worker", 60)
   local sk = assert(scalekit.new{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
@@ -155,6 +156,14 @@ function _M.validate()
   local claims, err = sk:validate_access_token(arg("token"))
   sk:close()
   send({ ok = claims ~= nil, sub = claims and claims.sub, err = err_fields(err) })
+end
+
+-- GET /t/validate_cached?url=…&token=…: the worker's cached client validates (its
+-- JWKS cache starts empty for a new url string)
+function _M.validate_cached()
+  local sk = assert(client())
+  local claims, err = sk:validate_access_token(arg("token"))
+  send({ ok = claims ~= nil, sub = claims and claims.sub, err = err_fields(err), worker = ngx.worker.pid() })
 end
 
 -- GET /t/raw?base=…&path=…[&timeout=…&max_body_size=…&ca=…]: one attempt of the
