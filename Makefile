@@ -69,3 +69,4 @@ lint:
 
 clean:
 	rm -rf build build-luajit
+include mk/fuzz.mk

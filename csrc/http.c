@@ -20,6 +20,7 @@
 #define HTTP_MT "scalekit.core.Http"
 
 #define MAX_BODY_DEFAULT (16u * 1024u * 1024u)
+#define MAX_BODY_LIMIT (1024u * 1024u * 1024u)  /* 1 GiB: fits an int and a Lua string */
 
 /* Response headers the Lua layer needs; everything else is ignored. */
 enum { H_RETRY_AFTER, H_REQUEST_ID, H_CONTENT_TYPE, H_LOCATION, H_COUNT };
@@ -283,7 +284,17 @@ static int http_new(lua_State *L)
     h->ca_file = dup_opt_string(L, 1, "ca_file");
     h->user_agent = dup_opt_string(L, 1, "user_agent");
     lua_getfield(L, 1, "max_body_size");
-    h->max_body = lua_isnil(L, -1) ? MAX_BODY_DEFAULT : (size_t)luaL_checknumber(L, -1);
+    if (lua_isnil(L, -1)) {
+        h->max_body = MAX_BODY_DEFAULT;
+    } else {
+        /* checked as a double first: casting NaN, negatives or huge values to size_t
+         * is undefined behaviour */
+        double v = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+        if (!(v >= 1024 && v <= (double)MAX_BODY_LIMIT))
+            return luaL_error(L, "scalekit.core.http: option max_body_size must be in [1024, %d]",
+                              (int)MAX_BODY_LIMIT);
+        h->max_body = (size_t)v;
+    }
     lua_pop(L, 1);
 
     h->hdr_plain = base_headers("Content-Type: application/json");
@@ -331,7 +342,7 @@ static struct curl_slist *auth_headers(sk_http *h, const char *tok, size_t len)
     return t;
 }
 
-static const char *error_kind(CURLcode rc, int overflow)
+static const char *error_kind(CURLcode rc)
 {
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
@@ -351,7 +362,6 @@ static const char *error_kind(CURLcode rc, int overflow)
     case CURLE_USE_SSL_FAILED:
         return "tls";
     default:
-        (void)overflow;
         return "network";
     }
 }
@@ -360,7 +370,9 @@ static const char *error_kind(CURLcode rc, int overflow)
  *   content_type: nil or "json" (application/json) | "form" (x-www-form-urlencoded)
  *   bearer: nil or the access token for the Authorization header
  * -> status, body, retry_after, request_id, content_type, location
- * -> nil, kind, message, sent   (sent: false when the request surely never left) */
+ * -> nil, kind, message, sent, permanent
+ *    sent: false when the request surely never left; permanent: true when trying
+ *    again cannot help (the answer is larger than max_body_size) */
 static int http_request(lua_State *L)
 {
     sk_http *h = http_check(L);
@@ -436,7 +448,7 @@ static int http_request(lua_State *L)
         else if (curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &pre) == CURLE_OK && pre == 0)
             sent = 0;  /* failed before the request was written: connect or TLS stage */
         lua_pushnil(L);
-        lua_pushstring(L, error_kind(rc, h->body_overflow));
+        lua_pushstring(L, error_kind(rc));
         if (h->body_overflow)
             lua_pushfstring(L, "response body larger than max_body_size (%d bytes)",
                             (int)h->max_body);
@@ -445,7 +457,8 @@ static int http_request(lua_State *L)
         else
             lua_pushstring(L, curl_easy_strerror(rc));
         lua_pushboolean(L, sent);
-        return 4;
+        lua_pushboolean(L, h->body_overflow);
+        return 5;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     lua_pushinteger(L, (lua_Integer)status);

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: every suite, each as TAP; the last line is "N passed, N failed".
-#   C core under valgrind, busted on Lua 5.4 and LuaJIT (same specs, both cores),
-#   lint. SUITES="lua54 luajit" narrows the run; BUSTED_ARGS passes more flags.
+#   C core under valgrind and under ASan+UBSan, busted on Lua 5.4 and LuaJIT (same
+#   specs, both cores), lint. `SUITES=fuzz` runs the fuzzers (make fuzz). SUITES="lua54 luajit" narrows the run; BUSTED_ARGS passes more flags.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=${SUITES:-"build lua54 luajit memcheck lint"}
+SUITES=${SUITES:-"build lua54 luajit memcheck sanitize lint"}
 OUT=${TEST_OUT:-spec/tmp}
 mkdir -p "$OUT"
 passed=0
@@ -46,6 +46,8 @@ for s in $SUITES; do
     lua54)  run_busted lua54 lua5.4 "build/?.so" ;;
     luajit) run_busted luajit luajit "build-luajit/?.so" ;;
     memcheck) check memcheck bash tools/memcheck.sh ;;
+    sanitize) check sanitize bash tools/sanitize.sh ;;
+    fuzz) check fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash tools/fuzz.sh ;;
     lint) check luacheck luacheck -q lua spec tools examples bench ;;
     *) echo "unknown suite $s" >&2; failed=$((failed + 1)) ;;
   esac

@@ -79,6 +79,9 @@ local OPTION_TYPES = {
 }
 _M.DEFAULTS = DEFAULTS
 
+-- the largest max_body_size accepted: 1 GiB (a Lua string holds the whole body)
+local MAX_BODY_LIMIT = 1024 * 1024 * 1024
+
 local function bad_option(msg)
   error("scalekit.new: " .. msg, 3)
 end
@@ -118,6 +121,9 @@ local function validate(opts)
     if type(v) ~= want then
       bad_option("option '" .. k .. "' must be a " .. want .. ", got " .. type(v))
     end
+    if want == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+      bad_option("option '" .. k .. "' must be a finite number")
+    end
     cfg[k] = v
   end
   for k, v in pairs(DEFAULTS) do
@@ -136,7 +142,9 @@ local function validate(opts)
                        "jwks_ttl", "jwks_refresh_interval" }) do
     if cfg[k] < 0 then bad_option(k .. " must not be negative") end
   end
-  if cfg.max_body_size < 1024 then bad_option("max_body_size must be at least 1024") end
+  if cfg.max_body_size < 1024 or cfg.max_body_size > MAX_BODY_LIMIT then
+    bad_option("max_body_size must be between 1024 and " .. MAX_BODY_LIMIT)
+  end
   if cfg.keepalive_pool < 1 or cfg.keepalive_pool % 1 ~= 0 then
     bad_option("keepalive_pool must be a positive integer")
   end

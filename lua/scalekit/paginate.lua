@@ -46,6 +46,9 @@ end
 -- A page walker: returns a function that gives the next page, nil at the end, or
 -- nil, err on failure. `state.done` stops it (early break, close).
 local function walker(client, op_id, op, params)
+  if params ~= nil and type(params) ~= "table" then
+    error("scalekit: " .. op_id .. ": params must be a table, got " .. type(params), 0)
+  end
   local state = { done = false }
   local p = copy(params)
   if p.body ~= nil then error("scalekit: " .. op_id .. ": list operations take no body", 0) end

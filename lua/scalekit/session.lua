@@ -6,7 +6,7 @@
 -- transport is any object with
 --   t:request(method, url, body, content_type, bearer)
 --     -> status, body, retry_after, request_id, content_type, location
---     -> nil, kind, message, sent
+--     -> nil, kind, message, sent, permanent
 -- and a token store any object with get() -> token, expires_at, needs_refresh /
 -- set(token, expires_in, margin) / clear([token]) / close(), optionally
 -- single_flight(old_token, old_expires_at, fetch) (the C vault of scalekit.core, or
@@ -59,19 +59,23 @@ local function perform(self, method, url, body, ctype, opname, use_token, idempo
       if not token then return nil, err end
     end
     local status, rbody, retry_after, request_id, rctype = transport:request(method, url, body, ctype, token)
-    local wait
+    local wait, renew
     if status == nil then
-      -- transport failure: rbody = kind, retry_after = message, request_id = sent
+      -- transport failure: rbody = kind, retry_after = message, request_id = sent,
+      -- rctype = permanent (an answer over max_body_size: the same again next time)
       err = errors.from_transport(rbody, retry_after, opname)
-      wait = idempotent or request_id == false
+      if rctype then
+        err.retryable = false
+      else
+        wait = idempotent or request_id == false
+      end
     elseif status >= 200 and status < 300 then
       return status, rbody, request_id, rctype
     elseif status == 401 and use_token and not renewed then
       -- The token was revoked or expired early: forget it (only if nobody replaced
       -- it meanwhile), get a new one, and try once more. Never loops.
-      renewed = true
+      renewed, renew = true, true
       self.store:clear(token)
-      wait = 0
     else
       local ra = errors.parse_retry_after(retry_after)
       err = errors.from_response(status, rbody, {
@@ -82,8 +86,8 @@ local function perform(self, method, url, body, ctype, opname, use_token, idempo
         wait = ra or true
       end
     end
-    -- wait == 0 is the 401 renewal: immediate, and not counted as a retry
-    if wait ~= 0 then
+    -- the 401 renewal is immediate and not counted as a retry
+    if not renew then
       if not wait or attempt >= self.max_retries then return nil, err end
       self.sleep(type(wait) == "number" and wait or backoff(self, attempt))
       attempt = attempt + 1
@@ -164,8 +168,9 @@ function Session:api(method, path, body, opname)
   if not status then return nil, rbody end
   if rbody == "" then return {} end
   local doc = json_decode(rbody)
-  if doc == nil then
-    return nil, errors.new("decode", "response is not valid JSON", {
+  if type(doc) ~= "table" then
+    -- invalid JSON, or JSON that is not an object or array (null is truthy in cjson)
+    return nil, errors.new("decode", "response is not a JSON object", {
       status = status, request_id = request_id, operation = opname,
     })
   end

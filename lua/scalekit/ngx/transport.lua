@@ -4,7 +4,7 @@
 -- Same contract as the libcurl core (csrc/http.c), so that session.lua drives both:
 --   t:request(method, url, body, content_type, bearer)
 --     -> status, body, retry_after, request_id, content_type, location
---     -> nil, kind, message, sent   (kind "network"|"timeout"|"tls"; sent == false
+--     -> nil, kind, message, sent, permanent   (kind "network"|"timeout"|"tls"; sent == false
 --                                    when the request surely never left)
 --
 -- One call is one attempt and lasts at most `timeout` seconds in total (connect, TLS,
@@ -141,8 +141,9 @@ local function read_bytes(sock, n, deadline)
   return sock:receive(n)
 end
 
+local TOO_LARGE = "response body larger than max_body_size"
 local function too_large(max)
-  return "response body larger than max_body_size (" .. tostring(max) .. " bytes)"
+  return TOO_LARGE .. " (" .. tostring(max) .. " bytes)"
 end
 
 -- Body in chunked transfer coding (RFC 9112 §7.1), trailers read and ignored.
@@ -358,7 +359,8 @@ local function attempt(self, req, method, host, addr, port, https, opts, deadlin
     sock:close()
     -- body, retry_after, request_id = kind, message, stale
     if request_id and reused then return STALE end
-    return nil, body, retry_after, true
+    -- permanent (5th): an answer over max_body_size will be too large next time too
+    return nil, body, retry_after, true, type(retry_after) == "string" and find(retry_after, TOO_LARGE, 1, true) == 1
   end
   if keepalive and not fresh then
     sock:setkeepalive(self.keepalive_ms, self.keepalive_pool)
@@ -417,6 +419,7 @@ function Transport:request(method, url, body, ctype, bearer)
     -- (closed by the server while idle) is not an answer; try once on a new one
     status, b, ra, rid, ct, loc = attempt(self, req, method, host, addr, port, https, opts, deadline, true)
   end
+  -- on failure: nil, kind, message, sent, permanent
   return status, b, ra, rid, ct, loc
 end
 

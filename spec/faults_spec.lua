@@ -1,0 +1,630 @@
+-- Faults of the network and of the server, against the fake Scalekit (its fault queue)
+-- and against raw misbehaving servers (spec/helpers/rawserver.lua): for each, the
+-- documented err.kind, no crash, no secret in the error, and the same client (or the
+-- same core.http handle, when the fault is the address itself) working afterwards.
+-- Everything stays on 127.0.0.1: the DNS failure uses a name the resolver refuses
+-- before sending any query, the connect timeout a local listener with a full backlog.
+local helpers = require "spec.helpers.client"
+local server = require "spec.helpers.server"
+local rawserver = require "spec.helpers.rawserver"
+local scalekit = require "scalekit"
+local errors = require "scalekit.errors"
+local core = require "scalekit.core"
+
+local SECRET = helpers.CLIENT_SECRET
+-- a 64-byte label: glibc refuses the name locally (labels are at most 63 bytes), so
+-- no DNS query ever leaves the machine, unlike a plain "x.invalid"
+local UNRESOLVABLE = "https://" .. string.rep("a", 64) .. ".invalid"
+
+local function clock() return core.monotonic() end
+
+describe("faults", function()
+  local srv, rs
+
+  setup(function()
+    srv = server.start{ workers = 1 }
+    rs = rawserver.start{ tls = true }
+  end)
+
+  teardown(function()
+    if srv then srv:stop() end
+    if rs then rs:stop() end
+  end)
+
+  before_each(function()
+    srv:reset()
+    rs:clear()
+  end)
+
+  -- a client of the fake Scalekit
+  local function fake_client(overrides)
+    return helpers.new_client(srv, overrides)
+  end
+
+  -- a client whose environment is the raw server: sk.organizations:get(<scenario>)
+  local function raw_client(overrides)
+    local opts = {
+      environment_url = rs.url, client_id = "skc_raw", client_secret = SECRET,
+      retry_backoff = 0.01, retry_backoff_max = 0.02, timeout = 2,
+    }
+    for k, v in pairs(overrides or {}) do opts[k] = v end
+    return assert(scalekit.new(opts))
+  end
+
+  local function fails(kind, res, err)
+    assert.is_nil(res)
+    assert.is_true(errors.is(err, kind), "expected a " .. kind .. " error, got " .. tostring(err))
+    local text = tostring(err)
+    assert.is_nil(text:find(SECRET, 1, true), "secret in error")
+    assert.is_nil(text:find(rawserver.TOKEN, 1, true), "token in error")
+    assert.is_nil(text:find("skt_", 1, true), "fake token in error")
+    return err
+  end
+
+  local function fake_usable(sk)
+    srv:clear_faults()
+    local res, err = sk:call("OrganizationService_ListOrganization", { page_size = 1 })
+    assert.is_nil(err, tostring(err))
+    assert.is_table(res)
+  end
+
+  local function raw_usable(sk)
+    local res, err = sk.organizations:get("ok")
+    assert.is_nil(err, tostring(err))
+    assert.equal("ok", res.id)
+  end
+
+  local function raw_count(path_pattern)
+    local n = 0
+    for _, r in ipairs(rs:requests()) do
+      if r.path:find(path_pattern) then n = n + 1 end
+    end
+    return n
+  end
+
+  local function api_count()
+    return helpers.count_requests(srv, "^/api/")
+  end
+
+  describe("connecting", function()
+    it("connection refused: network, not sent, and the client recovers when the server is back", function()
+      local port_srv = server.start{ workers = 1 }
+      local port = port_srv.port
+      local sk = helpers.new_client(port_srv, { max_retries = 1 })
+      fake_usable(sk)
+      port_srv:stop()
+      local err = fails("network", sk:call("OrganizationService_ListOrganization", {}))
+      assert.is_true(err.retryable)
+      assert.is_nil(err.status)
+      -- the same port again: the same client reconnects (the old token is unknown to
+      -- the new instance: one 401, one new token, the call retried)
+      server._port_hook = function() return port end
+      local again = server.start{ workers = 1 }
+      server._port_hook = nil
+      local ok, e = pcall(function()
+        assert.equal(port, again.port)
+        local res, err2 = sk:call("OrganizationService_ListOrganization", {})
+        assert.is_nil(err2, tostring(err2))
+        assert.is_table(res)
+      end)
+      again:stop()
+      sk:close()
+      assert(ok, e)
+    end)
+
+    it("connection refused on core.http: nil, 'network', msg, sent = false; the handle goes on", function()
+      local h = core.http{ timeout = 2 }
+      local st, kind, msg, sent = h:request("GET", "http://127.0.0.1:1/raw/ok")
+      assert.is_nil(st)
+      assert.equal("network", kind)
+      assert.matches("connect", msg)
+      assert.is_false(sent)
+      assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
+      h:close()
+    end)
+
+    it("DNS failure: network, retried because nothing was sent, no query leaves the machine", function()
+      local sk = assert(scalekit.new{ environment_url = UNRESOLVABLE, client_id = "a", client_secret = SECRET,
+                                      max_retries = 2, retry_backoff = 0.01, retry_backoff_max = 0.01 })
+      local err = fails("network", sk:token())
+      assert.equal("oauth/token", err.operation)
+      assert.matches("resolve", err.message)
+      -- POST (not idempotent) is retried too: the request surely never left
+      fails("network", sk.organizations:create{ display_name = "x" })
+      sk:close()
+      local h = core.http{ timeout = 2 }
+      local st, kind, _, sent = h:request("GET", UNRESOLVABLE .. "/raw/ok")
+      assert.is_nil(st)
+      assert.equal("network", kind)
+      assert.is_false(sent)
+      assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
+      h:close()
+    end)
+
+    it("connect timeout: 'timeout' after connect_timeout, not after timeout", function()
+      local bh = rawserver.unaccepted{ seconds = 20 }
+      local ok, e = pcall(function()
+        local sk = assert(scalekit.new{ environment_url = bh.url, client_id = "a", client_secret = SECRET,
+                                        connect_timeout = 0.3, timeout = 5, max_retries = 0 })
+        local t0 = clock()
+        local err = fails("timeout", sk:token())
+        local took = clock() - t0
+        assert.is_true(took >= 0.25 and took < 2, "took " .. took)
+        assert.is_true(err.retryable)
+        sk:close()
+        local h = core.http{ connect_timeout = 0.3, timeout = 5 }
+        local st, kind, msg, sent = h:request("GET", bh.url .. "/raw/ok")
+        assert.is_nil(st)
+        assert.equal("timeout", kind)
+        assert.matches("[Cc]onnect", msg)
+        assert.is_false(sent)
+        assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
+        h:close()
+      end)
+      bh:stop()
+      assert(ok, e)
+    end)
+  end)
+
+  describe("servers that stall", function()
+    it("accepts and never answers: timeout; GET retried, PATCH not", function()
+      local sk = raw_client{ timeout = 0.4, max_retries = 1 }
+      local t0 = clock()
+      local err = fails("timeout", sk.organizations:get("never"))
+      assert.is_true(clock() - t0 < 3)
+      assert.is_true(err.retryable)
+      assert.equal(2, raw_count("/never$"))
+      raw_usable(sk)
+      rs:clear()
+      fails("timeout", sk.organizations:update("never", { display_name = "x" }))
+      assert.equal(1, raw_count("/never$"))
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("slowloris-style trickle (a byte every 0.2 s): timeout after `timeout`", function()
+      local sk = raw_client{ timeout = 0.5, max_retries = 0 }
+      local t0 = clock()
+      fails("timeout", sk.organizations:get("trickle"))
+      local took = clock() - t0
+      assert.is_true(took >= 0.45 and took < 2, "took " .. took)
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("a slow fake answer (delay) beyond timeout: timeout", function()
+      local sk = fake_client{ timeout = 0.3, max_retries = 0 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", delay = 1 } }
+      fails("timeout", sk:call("OrganizationService_ListOrganization", {}))
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    it("a slow chunked answer (chunk_delay) beyond timeout: timeout", function()
+      srv:seed{ organizations = 3 }
+      local sk = fake_client{ timeout = 0.4, max_retries = 0 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", chunked = true, chunk_size = 8, chunk_delay = 0.1 } }
+      fails("timeout", sk:call("OrganizationService_ListOrganization", {}))
+      fake_usable(sk)
+      sk:close()
+    end)
+  end)
+
+  describe("broken answers", function()
+    it("closes mid-body: network, retried for GET", function()
+      local sk = raw_client{ max_retries = 2 }
+      local err = fails("network", sk.organizations:get("close_mid_body"))
+      assert.matches("remaining", err.message)
+      assert.equal(3, raw_count("/close_mid_body$"))
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("truncated chunked body: network", function()
+      local sk = raw_client{ max_retries = 0 }
+      fails("network", sk.organizations:get("truncated_chunked"))
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("closes without answering (fake `close`, raw empty reply): network", function()
+      local sk = fake_client{ max_retries = 0 }
+      assert(sk:token())
+      -- two: libcurl re-sends once by itself when a reused connection was dead
+      srv:faults{ { match = "/api/", close = true, count = 2 } }
+      fails("network", sk:call("OrganizationService_ListOrganization", {}))
+      fake_usable(sk)
+      sk:close()
+      local rk = raw_client{ max_retries = 0 }
+      local err = fails("network", rk.organizations:get("empty_reply"))
+      assert.matches("[Ee]mpty reply", err.message)
+      raw_usable(rk)
+      rk:close()
+    end)
+
+    it("bytes that are not HTTP: network", function()
+      local sk = raw_client{ max_retries = 0 }
+      fails("network", sk.organizations:get("garbage"))
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("a 200 KiB header line: network (libcurl's header limit)", function()
+      local sk = raw_client{ max_retries = 0 }
+      fails("network", sk.organizations:get("huge_header"))
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("conflicting Content-Length headers: never a success", function()
+      local sk = raw_client{ max_retries = 0 }
+      -- libcurl 7.88 keeps the last length (a truncated body: decode); newer versions
+      -- refuse the answer (network). Either way, not a result.
+      local res, err = sk.organizations:get("bad_length")
+      assert.is_nil(res)
+      assert.is_true(errors.is(err, "decode") or errors.is(err, "network"), tostring(err))
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("a 5000-byte x-request-id is cut to 512 bytes", function()
+      local sk = raw_client{ max_retries = 0 }
+      local err = fails("http", sk.organizations:get("long_request_id"))
+      assert.equal(500, err.status)
+      assert.equal(string.rep("r", 512), err.request_id)
+      raw_usable(sk)
+      sk:close()
+    end)
+
+    it("100 Continue then 200: the headers of the 1xx block are forgotten", function()
+      local h = core.http{ timeout = 2 }
+      local st, body, retry_after, request_id = h:request("GET", rs.url .. "/raw/continue")
+      assert.equal(200, st)
+      assert.equal('{"id":"ok","display_name":"raw"}', body)
+      assert.is_nil(retry_after)
+      assert.is_nil(request_id)
+      h:close()
+      local sk = raw_client{ max_retries = 0 }
+      assert.equal("ok", assert(sk.organizations:get("continue")).id)
+      sk:close()
+    end)
+
+    it("HTTP/1.0 and HTTP/1.1 close-delimited answers are read to the end", function()
+      local sk = raw_client{ max_retries = 0 }
+      for _, name in ipairs({ "http10", "http11_close", "http10" }) do
+        local res, err = sk.organizations:get(name)
+        assert.is_nil(err, name .. ": " .. tostring(err))
+        assert.same({ id = "ok", display_name = "raw" }, res)
+        raw_usable(sk)
+      end
+      sk:close()
+    end)
+  end)
+
+  describe("bodies", function()
+    it("a 1 MiB JSON answer is accepted (fake and raw)", function()
+      local blob = string.rep("y", 1024 * 1024)
+      local sk = fake_client{ max_retries = 0 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", body = '{"organizations":[],"blob":"' .. blob .. '"}' } }
+      local res, err = sk:call("OrganizationService_ListOrganization", {})
+      assert.is_nil(err, tostring(err))
+      assert.equal(blob, res.blob)
+      fake_usable(sk)
+      sk:close()
+      local rk = raw_client{ max_retries = 0 }
+      local r2 = assert(rk.organizations:get("big"))
+      assert.equal(1024 * 1024, #r2.blob)
+      rk:close()
+    end)
+
+    it("an answer over max_body_size: network, and the client goes on", function()
+      local sk = raw_client{ max_body_size = 64 * 1024, max_retries = 0 }
+      local err = fails("network", sk.organizations:get("big"))
+      assert.matches("max_body_size", err.message)
+      raw_usable(sk)
+      sk:close()
+      local h = core.http{ max_body_size = 4096 }
+      local st, kind, msg = h:request("GET", rs.url .. "/raw/big")
+      assert.is_nil(st)
+      assert.equal("network", kind)
+      assert.equal("response body larger than max_body_size (4096 bytes)", msg)
+      assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
+      h:close()
+    end)
+
+    local BODIES = {
+      { "invalid JSON", { invalid_json = true } },
+      { "HTML", { body = "<html><body>502 Bad Gateway</body></html>" } },
+      { "truncated JSON", { body = '{"organizations": [' } },
+    }
+    for _, case in ipairs(BODIES) do
+      it("200 with " .. case[1] .. ": decode, with the status", function()
+        local sk = fake_client{ max_retries = 0 }
+        assert(sk:token())
+        local f = { match = "/api/" }
+        for k, v in pairs(case[2]) do f[k] = v end
+        srv:faults{ f }
+        local err = fails("decode", sk:call("OrganizationService_ListOrganization", {}))
+        assert.equal(200, err.status)
+        assert.is_false(err.retryable)
+        fake_usable(sk)
+        sk:close()
+      end)
+    end
+
+    it("200 with an empty body: {} (README: an empty answer gives {})", function()
+      local sk = fake_client{ max_retries = 0 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", empty_body = true } }
+      local res, err = sk:call("OrganizationService_ListOrganization", {})
+      assert.is_nil(err)
+      assert.same({}, res)
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    -- Scalekit answers JSON objects only; a scalar or null must not come back as a
+    -- "result" (cjson.null is truthy: `if res then res.id` would raise).
+    for _, text in ipairs({ "null", "42", '"text"' }) do
+      it("200 with the JSON value " .. text .. ": decode, not a result", function()
+        local sk = fake_client{ max_retries = 0 }
+        assert(sk:token())
+        srv:faults{ { match = "/api/", body = text } }
+        local res, err = sk:call("OrganizationService_GetOrganization", { id = "org_x" })
+        assert.is_nil(res, "got a " .. type(res) .. " as the result")
+        assert.is_true(errors.is(err, "decode"), tostring(err))
+        fake_usable(sk)
+        sk:close()
+      end)
+    end
+
+    local ERROR_BODIES = {
+      { "invalid JSON", "{\"code\": 13, \"message\": <oops" },
+      { "an empty body", "" },
+      { "HTML", "<html>Internal Server Error</html>" },
+    }
+    for _, case in ipairs(ERROR_BODIES) do
+      it("500 with " .. case[1] .. ": http 500, retryable, not retried automatically", function()
+        local sk = fake_client{ max_retries = 3 }
+        assert(sk:token())
+        srv:faults{ { match = "/api/", status = 500, body = case[2], count = 5 } }
+        local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
+        assert.equal(500, err.status)
+        assert.is_true(err.retryable)
+        assert.is_nil(err.code)
+        assert.matches("^HTTP 500", err.message)
+        assert.equal(1, api_count())
+        fake_usable(sk)
+        sk:close()
+      end)
+    end
+
+    it("503 with a non-JSON body: retried max_retries times, then http 503", function()
+      local sk = fake_client{ max_retries = 2 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", status = 503, body = "upstream down", count = 10 } }
+      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
+      assert.equal(503, err.status)
+      assert.equal(3, api_count())
+      fake_usable(sk)
+      sk:close()
+    end)
+  end)
+
+  describe("redirects", function()
+    for _, status in ipairs({ 301, 302, 303, 307, 308 }) do
+      it(status .. " is returned as an http error, never followed, the Bearer never sent elsewhere", function()
+        local sk = fake_client{ max_retries = 3 }
+        assert(sk:token())
+        local target = rs.url .. "/api/v1/organizations/landing"
+        srv:faults{ { match = "/api/", status = status, body = "", headers = { Location = target } } }
+        local err = fails("http", sk:call("OrganizationService_GetOrganization", { id = "org_1" }))
+        assert.equal(status, err.status)
+        assert.is_false(err.retryable)
+        assert.equal(1, api_count())
+        assert.same({}, rs:requests())
+        fake_usable(sk)
+        sk:close()
+      end)
+    end
+
+    it("a redirect of the token endpoint never carries the client secret away", function()
+      local sk = fake_client{ max_retries = 3 }
+      srv:faults{ { match = "/oauth/token", status = 307, body = "",
+                    headers = { Location = rs.url .. "/oauth/token" } } }
+      local err = fails("auth", sk:token())
+      assert.equal(307, err.status)
+      assert.same({}, rs:requests())
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    it("a redirect to the same host is not followed either", function()
+      local sk = fake_client{ max_retries = 0 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", status = 302, body = "",
+                    headers = { Location = "/api/v1/organizations?page_size=1" } } }
+      local err = fails("http", sk:call("OrganizationService_GetOrganization", { id = "org_1" }))
+      assert.equal(302, err.status)
+      assert.equal(1, api_count())
+      fake_usable(sk)
+      sk:close()
+    end)
+  end)
+
+  describe("TLS", function()
+    local function tls_client(name, ca_file)
+      return assert(scalekit.new{
+        environment_url = rs.tls_url[name], client_id = "skc_raw", client_secret = SECRET,
+        ca_file = ca_file, max_retries = 1, retry_backoff = 0.01, retry_backoff_max = 0.01,
+        timeout = 3,
+      })
+    end
+
+    local function port_of(url) return tonumber(url:match(":(%d+)$")) end
+
+    local function requests_on(name)
+      local n, port = 0, port_of(rs.tls_url[name])
+      for _, r in ipairs(rs:requests()) do
+        if r.port == port then n = n + 1 end
+      end
+      return n
+    end
+
+    it("a certificate from a CA given in ca_file is accepted", function()
+      local sk = tls_client("good", rs.ca_file)
+      assert.equal("ok", assert(sk.organizations:get("ok_https")).id)
+      sk:close()
+    end)
+
+    it("an unknown CA (system bundle only) is rejected: tls, nothing sent", function()
+      local sk = tls_client("good", nil)
+      local err = fails("tls", sk:token())
+      assert.matches("certificate", err.message)
+      assert.equal(0, requests_on("good"))
+      sk:close()
+    end)
+
+    it("a self-signed certificate: tls, unless ca_file trusts it", function()
+      local sk = tls_client("self_signed", nil)
+      fails("tls", sk:token())
+      fails("tls", sk.organizations:create{ display_name = "x" })
+      sk:close()
+      sk = tls_client("self_signed", rs.ca_file)
+      fails("tls", sk:token())
+      sk:close()
+      assert.equal(0, requests_on("self_signed"))
+      sk = tls_client("self_signed", rs.self_signed_file)
+      assert.equal("ok", assert(sk.organizations:get("ok_https")).id)
+      sk:close()
+    end)
+
+    it("an expired certificate: tls, even when its CA is trusted", function()
+      for _, ca in ipairs({ false, rs.ca_file }) do
+        local sk = tls_client("expired", ca or nil)
+        local err = fails("tls", sk:token())
+        if ca then assert.matches("expired", err.message) end
+        sk:close()
+      end
+      assert.equal(0, requests_on("expired"))
+    end)
+
+    it("a certificate for another host: always tls", function()
+      for _, ca in ipairs({ false, rs.ca_file }) do
+        local sk = tls_client("wrong_host", ca or nil)
+        local err = fails("tls", sk:token())
+        if ca then assert.matches("host", err.message) end
+        sk:close()
+      end
+      assert.equal(0, requests_on("wrong_host"))
+    end)
+
+    it("one core.http handle: refusals, then a good server", function()
+      local h = core.http{ ca_file = rs.ca_file, timeout = 3 }
+      for _, name in ipairs({ "expired", "wrong_host", "self_signed" }) do
+        local st, kind, _, sent = h:request("GET", rs.tls_url[name] .. "/raw/ok", nil, "json", "tok")
+        assert.is_nil(st)
+        assert.equal("tls", kind)
+        assert.is_false(sent)
+      end
+      assert.equal(200, (h:request("GET", rs.tls_url.good .. "/raw/ok", nil, "json", "tok")))
+      h:close()
+    end)
+  end)
+
+  describe("429 storms", function()
+    it("without Retry-After: max_retries + 1 attempts, then http 429", function()
+      local sk = fake_client{ max_retries = 3 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", status = 429, count = 100 } }
+      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
+      assert.equal(429, err.status)
+      assert.is_true(err.retryable)
+      assert.is_nil(err.retry_after)
+      assert.equal(4, api_count())
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    it("with Retry-After: honoured, max_retries + 1 attempts, err.retry_after", function()
+      local sk = fake_client{ max_retries = 2 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", status = 429, retry_after = "0.2", count = 100 } }
+      local t0 = clock()
+      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
+      local took = clock() - t0
+      assert.equal(429, err.status)
+      assert.equal(0.2, err.retry_after)
+      assert.equal(3, api_count())
+      assert.is_true(took >= 0.38, "took " .. took)
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    it("POST is retried on 429 too (the server refused before doing anything)", function()
+      local sk = fake_client{ max_retries = 2 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", status = 429, count = 100 } }
+      fails("http", sk.organizations:create{ display_name = "storm" })
+      assert.equal(3, api_count())
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    -- Retry-After: 0 is what many rate limiters send; it must count as a retry like
+    -- any other (session.lua used 0 as its "401 renewal" marker: unbounded retries).
+    for _, op in ipairs({ "GET", "POST" }) do
+      it("Retry-After: 0 storm (" .. op .. "): still max_retries + 1 attempts", function()
+        local sk = fake_client{ max_retries = 2 }
+        assert(sk:token())
+        srv:faults{ { match = "/api/", status = 429, retry_after = 0, count = 50 } }
+        local before = srv:stats().api_requests
+        if op == "GET" then
+          fails("http", sk:call("OrganizationService_ListOrganization", {}))
+        else
+          fails("http", sk.organizations:create{ display_name = "storm" })
+        end
+        assert.equal(3, srv:stats().api_requests - before)
+        fake_usable(sk)
+        sk:close()
+      end)
+    end
+
+    it("a Retry-After longer than retry_after_max: one attempt, err.retry_after", function()
+      local sk = fake_client{ max_retries = 3, retry_after_max = 5 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", status = 429, retry_after = 3600, count = 100 } }
+      local t0 = clock()
+      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
+      assert.is_true(clock() - t0 < 1)
+      assert.equal(3600, err.retry_after)
+      assert.equal(1, api_count())
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    it("on the token endpoint: max_retries + 1 attempts, http 429 (not auth)", function()
+      local sk = fake_client{ max_retries = 2 }
+      srv:faults{ { match = "/oauth/token", status = 429, count = 100 } }
+      local err = fails("http", sk:token())
+      assert.equal(429, err.status)
+      assert.equal(3, helpers.count_requests(srv, "^/oauth/token"))
+      fake_usable(sk)
+      sk:close()
+    end)
+
+    it("a storm that ends within the retries: success", function()
+      local sk = fake_client{ max_retries = 3 }
+      assert(sk:token())
+      srv:faults{ { match = "/api/", status = 429, retry_after = 0, count = 3 } }
+      local res, err = sk:call("OrganizationService_ListOrganization", {})
+      assert.is_nil(err, tostring(err))
+      assert.is_table(res)
+      assert.equal(4, api_count())
+      sk:close()
+    end)
+  end)
+end)
