@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=${SUITES:-"build lua54 luajit memcheck sanitize lint"}
+SUITES=${SUITES:-"build lua54 luajit memcheck sanitize fuzz lint"}
 OUT=${TEST_OUT:-spec/tmp}
 mkdir -p "$OUT"
 passed=0
@@ -47,7 +47,7 @@ for s in $SUITES; do
     luajit) run_busted luajit luajit "build-luajit/?.so" ;;
     memcheck) check memcheck bash tools/memcheck.sh ;;
     sanitize) check sanitize bash tools/sanitize.sh ;;
-    fuzz) check fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash tools/fuzz.sh ;;
+    fuzz) check fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-5}" bash tools/fuzz.sh ;;
     lint) check luacheck luacheck -q lua spec tools examples bench ;;
     *) echo "unknown suite $s" >&2; failed=$((failed + 1)) ;;
   esac

@@ -14,26 +14,16 @@ local tostring = tostring
 local concat = table.concat
 local sort = table.sort
 local format = string.format
-local gsub = string.gsub
-local byte = string.byte
 local find = string.find
 local floor = math.floor
 
 local HUGE = math.huge
 
-local function hex_escape(c)
-  return format("%%%02X", byte(c))
-end
-
---- Percent-encode everything but RFC 3986 unreserved characters.
+--- Percent-encode everything but RFC 3986 unreserved characters (in C: this runs for
+--- every path and query value of every call).
 ---@param s string
 ---@return string
-local function encode(s)
-  if find(s, "[^%w%-%._~]") then
-    s = gsub(s, "[^%w%-%._~]", hex_escape)
-  end
-  return s
-end
+local encode = require("scalekit.core").url_encode
 _M.encode = encode
 
 --- Form encoding (application/x-www-form-urlencoded) of a flat table, keys sorted.
@@ -85,6 +75,17 @@ local function scalar_text(op_id, name, ptype, v)
   end
   misuse(op_id, "parameter '%s' must be %s %s, got %s", name,
          ptype == "integer" and "an" or "a", ptype, t == "number" and tostring(v) or t)
+end
+
+-- One path parameter as an encoded segment.
+local function path_value(op_id, name, v)
+  if v == nil then misuse(op_id, "missing required path parameter '%s'", name) end
+  v = scalar_text(op_id, name, "string", v)
+  if v == "" then misuse(op_id, "path parameter '%s' must not be empty", name) end
+  -- "." and ".." segments are removed by URL normalization (libcurl, proxies,
+  -- servers), whatever their encoding: they would change the route
+  if v == "." or v == ".." then misuse(op_id, "path parameter '%s' must not be '.' or '..'", name) end
+  return encode(v)
 end
 
 -- Per-operation data derived once: path pieces and sorted query names.
@@ -149,21 +150,18 @@ function _M.build(op_id, op, params)
 
   local pieces, names = c.pieces, c.names
   local path
-  if #pieces == 1 then
+  local npieces = #pieces
+  if npieces == 1 then
     path = pieces[1]
+  elseif npieces == 3 then
+    -- the common one-id route: one concatenation, no scratch table
+    path = pieces[1] .. path_value(op_id, names[2], params[names[2]]) .. pieces[3]
   else
     local out = {}
     for i = 1, #pieces do
       local name = names[i]
       if name then
-        local v = params[name]
-        if v == nil then misuse(op_id, "missing required path parameter '%s'", name) end
-        v = scalar_text(op_id, name, "string", v)
-        if v == "" then misuse(op_id, "path parameter '%s' must not be empty", name) end
-        -- "." and ".." segments are removed by URL normalization (libcurl, proxies,
-        -- servers), whatever their encoding: they would change the route
-        if v == "." or v == ".." then misuse(op_id, "path parameter '%s' must not be '.' or '..'", name) end
-        out[i] = encode(v)
+        out[i] = path_value(op_id, name, params[name])
       else
         out[i] = pieces[i]
       end
