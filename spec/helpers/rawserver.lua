@@ -44,7 +44,8 @@ Raw.__index = Raw
 
 local NGINX = os.getenv("SCALEKIT_FAKE_NGINX") or "/usr/sbin/nginx"
 local MODULES_DIR = os.getenv("SCALEKIT_FAKE_NGINX_MODULES") or "/usr/share/nginx/modules"
-local PORT_MIN, PORT_MAX = 20000, 50000
+-- below the kernel's ephemeral range (32768-60999): outgoing connections never hold these
+local PORT_MIN, PORT_MAX = 20000, 32000
 local START_ATTEMPTS = 20
 
 local TOKEN = "raw_token_0123456789abcdef"

@@ -21,7 +21,8 @@ Server.__index = Server
 
 local NGINX_CANDIDATES = { "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx" }
 local MODULES_DIR = os.getenv("SCALEKIT_FAKE_NGINX_MODULES") or "/usr/share/nginx/modules"
-local PORT_MIN, PORT_MAX = 20000, 50000
+-- below the kernel's ephemeral range (32768-60999): outgoing connections never hold these
+local PORT_MIN, PORT_MAX = 20000, 32000
 local START_ATTEMPTS = 20
 local READY_TIMEOUT = 5
 local STOP_TIMEOUT = 3

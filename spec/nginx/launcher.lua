@@ -51,7 +51,7 @@ local function random_port()
       + (tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0)) % 2147483646 + 1
   end
   seed = (seed * 16807) % 2147483647
-  return 20000 + seed % 30001
+  return 20000 + seed % 12001 -- below the ephemeral range (32768-60999)
 end
 
 local CONF = [[
