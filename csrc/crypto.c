@@ -704,12 +704,5 @@ void sk_crypto_open(lua_State *L)
 
     luaL_setfuncs(L, fns, 0);
 
-    luaL_newmetatable(L, PUBKEY_MT);
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, PUBKEY_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    sk_newclass(L, PUBKEY_MT, meta, methods);
 }

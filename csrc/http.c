@@ -534,11 +534,7 @@ void sk_http_open(lua_State *L)
         {"__tostring", http_tostring},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, HTTP_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    sk_newclass(L, HTTP_MT, meta, methods);
     lua_pushcfunction(L, http_new);
     lua_setfield(L, -2, "http");
     lua_pushcfunction(L, curl_version_string);

@@ -14,4 +14,20 @@ SK_INTERNAL void sk_token_open(lua_State *L);  /* token.c:  core.token_vault()  
 SK_INTERNAL void sk_crypto_open(lua_State *L); /* crypto.c: base64, hmac, rsa, random */
 SK_INTERNAL void sk_util_open(lua_State *L);   /* util.c:   sleep, clocks            */
 
+/* Register the metatable `name` with metamethods `meta` and methods `methods`
+ * (its __index); leaves the stack as it was. Inline so that each area's file
+ * stands alone (the fuzz drivers include them one at a time). */
+static inline void sk_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
+                               const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);  /* 5.4 sets __name itself; LuaJIT does not */
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
 #endif

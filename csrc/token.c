@@ -164,11 +164,7 @@ void sk_token_open(lua_State *L)
         {"__tostring", token_tostring},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, TOKEN_MT);
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    sk_newclass(L, TOKEN_MT, meta, methods);
     lua_pushcfunction(L, token_new);
     lua_setfield(L, -2, "token_vault");
 }
