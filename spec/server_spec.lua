@@ -3,10 +3,11 @@
 package.path = "./?.lua;" .. package.path
 
 local server = require("spec.helpers.server")
+local proc = require("spec.helpers.proc")
 local cjson = require("cjson")
 
 local json = cjson.new()
-local quote, run = server._quote, server._run
+local quote, run, read_file = proc.quote, proc.run, proc.read_file
 
 local started = {} -- every prefix we started, checked at the end
 
@@ -14,16 +15,6 @@ local function start(opts)
   local srv = server.start(opts)
   started[#started + 1] = srv.prefix
   return srv
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local s = f:read("*a")
-  f:close()
-  return s
 end
 
 local function now()

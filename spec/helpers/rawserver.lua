@@ -37,74 +37,22 @@
 --   bad_length          two different Content-Length headers
 --   ok_https            like ok (on the TLS ports every scenario works the same)
 -- The helper talks to the server with the curl CLI only, like spec/helpers/server.lua.
+local proc = require "spec.helpers.proc"
+
 local _M = {}
 
 local Raw = {}
 Raw.__index = Raw
 
-local NGINX = os.getenv("SCALEKIT_FAKE_NGINX") or "/usr/sbin/nginx"
-local MODULES_DIR = os.getenv("SCALEKIT_FAKE_NGINX_MODULES") or "/usr/share/nginx/modules"
--- below the kernel's ephemeral range (32768-60999): outgoing connections never hold these
-local PORT_MIN, PORT_MAX = 20000, 32000
 local START_ATTEMPTS = 20
 
 local TOKEN = "raw_token_0123456789abcdef"
 _M.TOKEN = TOKEN
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local quote, run, sh, sleep = proc.quote, proc.run, proc.sh, proc.sleep
+local read_file, write_file, alive = proc.read_file, proc.write_file, proc.pid_alive
 
-local function run(cmd)
-  local p = assert(io.popen(cmd .. '; echo "__rc=$?"', "r"))
-  local out = p:read("*a") or ""
-  p:close()
-  local body, rc = out:match("^(.-)__rc=(%d+)%s*$")
-  if not body then return out, -1 end
-  return body, tonumber(rc)
-end
-
-local function sh(cmd)
-  local _, rc = run(cmd .. " >/dev/null 2>&1")
-  return rc == 0
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  f:close()
-end
-
-local function alive(pid)
-  if not pid then return false end
-  local stat = read_file("/proc/" .. tostring(pid) .. "/stat")
-  if not stat then return false end
-  local state = stat:match("^%d+ %(.*%) (%a)")
-  return state ~= "Z" and state ~= "X"
-end
-
-local function own_pid()
-  local stat = read_file("/proc/self/stat")
-  return tonumber(stat and stat:match("^(%d+)"))
-end
-
-local rng
-local function random_port()
-  if not rng then
-    local addr = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
-    rng = (os.time() % 1000003 + (own_pid() or 0) * 7919 + addr % 999983) % 2147483646 + 1
-  end
-  rng = (rng * 16807) % 2147483647
-  return PORT_MIN + rng % (PORT_MAX - PORT_MIN + 1)
-end
+local random_port = proc.random_port
 
 ---------------------------------------------------------------------------
 -- certificates (openssl CLI)
@@ -351,20 +299,7 @@ local SERVER = [[
 ]]
 
 local function render(tpl, vars)
-  return (tpl:gsub("%${([%w_]+)}", function(k)
-    local v = vars[k]
-    if v == nil then error("rawserver: unknown ${" .. k .. "}", 0) end
-    return tostring(v)
-  end))
-end
-
-local function load_modules()
-  local lines = {}
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    local p = MODULES_DIR .. "/" .. m
-    if read_file(p) ~= nil then lines[#lines + 1] = "load_module " .. p .. ";" end
-  end
-  return table.concat(lines, "\n")
+  return proc.render(tpl, vars, "rawserver:")
 end
 
 local TLS_NAMES = { "good", "expired", "wrong_host", "self_signed" }
@@ -380,7 +315,7 @@ local function conf(self, ports)
       })
     end
   end
-  return render(CONF, { PREFIX = self.prefix, LOAD_MODULES = load_modules(),
+  return render(CONF, { PREFIX = self.prefix, LOAD_MODULES = proc.load_modules(),
                         SERVERS = table.concat(servers, "\n") })
 end
 
@@ -392,46 +327,19 @@ local live = {}
 local function stop_all()
   for s in pairs(live) do pcall(s.stop, s) end
 end
-if rawget(_G, "newproxy") then
-  local proxy = rawget(_G, "newproxy")(true)
-  getmetatable(proxy).__gc = stop_all
-  _M._sentinel = proxy
-else
-  _M._sentinel = setmetatable({}, { __gc = stop_all })
-end
+_M._sentinel = proc.on_close(stop_all)
 
--- Stops nginx (and removes the prefix) if this Lua process dies without stop().
-local function watchdog(self, pids)
-  local script = table.concat({
-    "alive() { s=$(sed -n 's/^[0-9]* (.*) \\([A-Za-z]\\).*/\\1/p' /proc/$1/stat 2>/dev/null);"
-      .. " [ -n \"$s\" ] && [ \"$s\" != Z ] && [ \"$s\" != X ]; }",
-    "while alive " .. self.owner_pid .. " && alive " .. pids .. "; do sleep 1; done",
-    "kill -KILL " .. pids .. " 2>/dev/null",
-    "rm -rf " .. quote(self.prefix),
-  }, "\n")
-  write_file(self.prefix .. "/watchdog.sh", script)
-  local out = run("sh " .. quote(self.prefix .. "/watchdog.sh") .. " </dev/null >/dev/null 2>&1 & echo $!")
-  return tonumber(out:match("(%d+)"))
-end
-
+-- fast shutdown (SIGTERM): `never` handlers must not hold it up
 local function kill(pid)
-  if not alive(pid) then return end
-  local kids = run("pgrep -P " .. pid .. " 2>/dev/null"):gsub("%s+", " ")
-  sh("kill -TERM " .. pid) -- fast shutdown: `never` handlers must not hold it up
-  for _ = 1, 60 do
-    if not alive(pid) then break end
-    sh("sleep 0.05")
-  end
-  if alive(pid) then sh("kill -KILL " .. pid .. " " .. kids) end
+  proc.kill_tree(pid, "TERM", 3)
 end
 
 --- Start the raw server. opts: { tls = boolean }
 function _M.start(opts)
   opts = opts or {}
-  local self = setmetatable({ tls = opts.tls and true or false, owner_pid = own_pid() }, Raw)
-  local out, rc = run("mktemp -d /tmp/scalekit-raw.XXXXXXXX")
-  self.prefix = out:match("(%S+)")
-  assert(rc == 0 and self.prefix, "rawserver: mktemp failed")
+  local self = setmetatable({ tls = opts.tls and true or false, owner_pid = proc.own_pid() }, Raw)
+  self.prefix = proc.mktemp_dir("raw")
+  assert(self.prefix, "rawserver: mktemp failed")
   local ok, err = pcall(function()
     assert(sh("chmod 755 " .. quote(self.prefix) .. " && mkdir -p " .. quote(self.prefix .. "/tmp")))
     write_file(self.prefix .. "/raw_handlers.lua", (HANDLER:gsub("%${TOKEN}", TOKEN)))
@@ -442,16 +350,15 @@ function _M.start(opts)
       self.self_signed_file = self.prefix .. "/self_signed.pem"
     end
     local log = ""
+    local nginx = proc.find_nginx()
     for _ = 1, START_ATTEMPTS do
       local ports = { plain = random_port() }
       if self.tls then
         for _, name in ipairs(TLS_NAMES) do ports[name] = random_port() end
       end
       write_file(self.prefix .. "/nginx.conf", conf(self, ports))
-      write_file(self.prefix .. "/error.log", "")
-      local sout, src = run(quote(NGINX) .. " -p " .. quote(self.prefix) .. " -c "
-        .. quote(self.prefix .. "/nginx.conf") .. " -e " .. quote(self.prefix .. "/error.log") .. " 2>&1")
-      log = (read_file(self.prefix .. "/error.log") or "") .. sout
+      local src
+      src, log = proc.start_nginx(nginx, self.prefix, self.prefix .. "/error.log")
       if src == 0 then
         self.pid = tonumber((read_file(self.prefix .. "/nginx.pid") or ""):match("(%d+)"))
         self.port = ports.plain
@@ -464,7 +371,7 @@ function _M.start(opts)
         end
         for _ = 1, 100 do
           if sh("curl -s --max-time 1 -o /dev/null " .. quote(self.url .. "/_raw/log")) then return end
-          sh("sleep 0.05")
+          sleep(0.05)
         end
         error("rawserver: nginx does not answer\n" .. (read_file(self.prefix .. "/error.log") or ""), 0)
       end
@@ -474,11 +381,11 @@ function _M.start(opts)
   end)
   if not ok then
     kill(self.pid)
-    sh("rm -rf " .. quote(self.prefix))
+    proc.remove_dir(self.prefix)
     error(err, 2)
   end
   live[self] = true
-  self.watchdog_pid = watchdog(self, tostring(self.pid))
+  self.watchdog_pid = proc.watchdog(self.owner_pid, self.pid, self.prefix, "KILL")
   return self
 end
 
@@ -504,7 +411,7 @@ function Raw:stop()
   if self.watchdog_pid then sh("kill " .. self.watchdog_pid) end
   kill(self.pid)
   self.final_error_log = read_file(self.prefix .. "/error.log")
-  if self.prefix:match("^/tmp/scalekit%-raw%.[%w]+$") then sh("rm -rf " .. quote(self.prefix)) end
+  if self.prefix:match("^/tmp/scalekit%-raw%.[%w]+$") then proc.remove_dir(self.prefix) end
   return true
 end
 
@@ -548,7 +455,7 @@ Unaccepted.__index = Unaccepted
 --- opts: { seconds = 30 }: lifetime of the listener (it exits by itself).
 function _M.unaccepted(opts)
   local seconds = (opts and opts.seconds) or 30
-  local dir = run("mktemp -d /tmp/scalekit-raw.XXXXXXXX"):match("(%S+)")
+  local dir = proc.mktemp_dir("raw")
   write_file(dir .. "/unaccepted.lua", UNACCEPTED)
   local out = run("cd " .. quote(dir) .. " && (luajit unaccepted.lua " .. math.floor(seconds)
     .. " > port.txt 2>err.txt & echo $!)")
@@ -560,7 +467,7 @@ function _M.unaccepted(opts)
       self.url = "http://127.0.0.1:" .. p
       return self
     end
-    sh("sleep 0.02")
+    sleep(0.02)
   end
   local err = read_file(dir .. "/err.txt") or ""
   self:stop()
@@ -570,7 +477,7 @@ end
 function Unaccepted:stop()
   if self.pid and alive(self.pid) then sh("kill " .. self.pid) end
   self.pid = nil
-  if self.dir and self.dir:match("^/tmp/scalekit%-raw%.[%w]+$") then sh("rm -rf " .. quote(self.dir)) end
+  if self.dir and self.dir:match("^/tmp/scalekit%-raw%.[%w]+$") then proc.remove_dir(self.dir) end
   self.dir = nil
 end
 

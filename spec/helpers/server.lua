@@ -11,23 +11,21 @@
 -- project's own HTTP code, which is what is being tested). Works on Lua 5.1 /
 -- LuaJIT and 5.4. See spec/server/*.lua for the server side.
 local cjson = require("cjson")
+local proc = require("spec.helpers.proc")
 
 local json = cjson.new()
+local quote, run, sh, sleep = proc.quote, proc.run, proc.sh, proc.sleep
+local read_file, write_file = proc.read_file, proc.write_file
+local pid_alive, own_pid = proc.pid_alive, proc.own_pid
 
 local _M = {}
 
 local Server = {}
 Server.__index = Server
 
-local NGINX_CANDIDATES = { "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx" }
-local MODULES_DIR = os.getenv("SCALEKIT_FAKE_NGINX_MODULES") or "/usr/share/nginx/modules"
--- below the kernel's ephemeral range (32768-60999): outgoing connections never hold these
-local PORT_MIN, PORT_MAX = 20000, 32000
 local START_ATTEMPTS = 20
 local READY_TIMEOUT = 5
 local STOP_TIMEOUT = 3
-
-local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
 
 local OPTION_TYPES = {
   workers = "number",
@@ -42,97 +40,11 @@ local OPTION_TYPES = {
   oidc = "boolean",
 }
 
----------------------------------------------------------------------------
--- small shell helpers (5.1 and 5.4 differ in os.execute / popen:close)
----------------------------------------------------------------------------
-
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
--- Runs a shell command, returns its stdout and exit code.
-local function run(cmd)
-  local p = assert(io.popen(cmd .. '; echo "__rc=$?"', "r"))
-  local out = p:read("*a") or ""
-  p:close()
-  local body, rc = out:match("^(.-)__rc=(%d+)%s*$")
-  if not body then
-    return out, -1
-  end
-  return body, tonumber(rc)
-end
-
-local function sh(cmd)
-  local _, rc = run(cmd .. " >/dev/null 2>&1")
-  return rc == 0
-end
-
-local function sleep(sec)
-  os.execute("sleep " .. tostring(sec))
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data, mode)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  f:close()
-  if mode then
-    assert(sh("chmod " .. mode .. " " .. quote(path)), "chmod " .. path)
-  end
-end
-
--- A zombie counts as gone: nginx daemonizes, so its parent is init, which in
--- a container may reap late.
-local function pid_alive(pid)
-  if not pid then
-    return false
-  end
-  local stat = read_file("/proc/" .. tostring(pid) .. "/stat")
-  if stat then
-    local state = stat:match("^%d+ %(.*%) (%a)")
-    return state ~= "Z" and state ~= "X"
-  end
-  if read_file("/proc/self/stat") then
-    return false -- /proc works and the pid is not there
-  end
-  return sh("kill -0 " .. tostring(pid))
-end
+-- shell / process helpers: spec/helpers/proc.lua (ports, nginx too)
 _M._pid_alive = pid_alive
 
-local function own_pid()
-  local stat = read_file("/proc/self/stat")
-  local pid = stat and stat:match("^(%d+)")
-  if pid then
-    return tonumber(pid)
-  end
-  local out = run("echo $PPID")
-  return tonumber(out:match("%d+"))
-end
-
-local function find_nginx()
-  local env = os.getenv("SCALEKIT_FAKE_NGINX")
-  if env and env ~= "" then
-    return env
-  end
-  for _, p in ipairs(NGINX_CANDIDATES) do
-    if sh("test -x " .. quote(p)) then
-      return p
-    end
-  end
-  return "nginx"
-end
-
 -- Working directory and absolute directory of this file, resolved at load time.
-local CWD = run("pwd"):gsub("%s+$", "")
+local CWD = proc.CWD
 local HELPER_DIR
 do
   local src = debug.getinfo(1, "S").source
@@ -164,24 +76,10 @@ end
 -- ports, certificates
 ---------------------------------------------------------------------------
 
--- Park–Miller generator, exact with doubles (LuaJIT) and integers (5.4);
--- seeded from the clock, our pid and a table address so that parallel runs
--- (lua5.4 and luajit busted at once) pick different ports.
-local rng_state
+-- proc.random_port (20000-32000); specs may force a port with _M._port_hook
+-- (e.g. a busy one).
 local function random_port()
-  if _M._port_hook then -- specs: force a port (e.g. a busy one)
-    local p = _M._port_hook()
-    if p then
-      return p
-    end
-  end
-  if not rng_state then
-    local addr = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
-    local clk = math.floor((os.clock() * 1e6) % 1e6)
-    rng_state = (os.time() % 1000003 + (own_pid() or 0) * 7919 + addr % 999983 + clk) % 2147483646 + 1
-  end
-  rng_state = (rng_state * 16807) % 2147483647
-  return PORT_MIN + rng_state % (PORT_MAX - PORT_MIN + 1)
+  return proc.random_port(_M._port_hook)
 end
 
 local OPENSSL_CA_CONF = [[
@@ -287,37 +185,14 @@ local function stop_all()
   end
 end
 
-if newproxy then -- luacheck: ignore
-  local proxy = newproxy(true) -- luacheck: ignore
-  getmetatable(proxy).__gc = stop_all
-  _M._sentinel = proxy
-else
-  _M._sentinel = setmetatable({}, { __gc = stop_all })
-end
+_M._sentinel = proc.on_close(stop_all)
 
 ---------------------------------------------------------------------------
 -- nginx.conf
 ---------------------------------------------------------------------------
 
 local function render(tpl, vars)
-  return (tpl:gsub("%${([%w_]+)}", function(name)
-    local v = vars[name]
-    if v == nil then
-      error("fake scalekit: nginx.conf.tpl uses unknown ${" .. name .. "}", 0)
-    end
-    return tostring(v)
-  end))
-end
-
-local function load_modules()
-  local lines = {}
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    local p = MODULES_DIR .. "/" .. m
-    if sh("test -f " .. quote(p)) then
-      lines[#lines + 1] = "load_module " .. p .. ";"
-    end
-  end
-  return table.concat(lines, "\n")
+  return proc.render(tpl, vars, "fake scalekit: nginx.conf.tpl uses")
 end
 
 -- "a/?.lua;/b/?.lua" -> "<cwd>/a/?.lua;/b/?.lua;": the nginx workers do not
@@ -358,7 +233,7 @@ local function nginx_conf(self, port)
     PREFIX = self.prefix,
     PORT = port,
     WORKERS = self.opts.workers or 1,
-    LOAD_MODULES = load_modules(),
+    LOAD_MODULES = proc.load_modules(),
     LUA_PACKAGE_PATH = path_prefix(self.opts.lua_package_path),
     LUA_PACKAGE_CPATH = cpath,
     LISTEN_SSL = self.tls and " ssl" or "",
@@ -401,61 +276,20 @@ end
 
 local function cleanup_prefix(prefix)
   if prefix and prefix:match("^/tmp/scalekit%-fake%.[%w]+$") then
-    sh("rm -rf " .. quote(prefix))
+    proc.remove_dir(prefix)
   end
 end
 
 -- SIGQUIT (graceful), wait up to STOP_TIMEOUT, then SIGKILL the master and
 -- the workers it had.
 local function kill_nginx(pid)
-  if not pid or not pid_alive(pid) then
-    return
-  end
-  local kids = {}
-  for k in run("pgrep -P " .. pid .. " 2>/dev/null"):gmatch("%d+") do
-    kids[#kids + 1] = tonumber(k)
-  end
-  sh("kill -QUIT " .. pid)
-  local tries = 0
-  while pid_alive(pid) and tries < STOP_TIMEOUT * 20 do
-    sleep(0.05)
-    tries = tries + 1
-  end
-  local left = {}
-  for _, p in ipairs({ pid, unpack(kids) }) do
-    if pid_alive(p) then
-      left[#left + 1] = tostring(p)
-    end
-  end
-  if #left > 0 then
-    sh("kill -KILL " .. table.concat(left, " "))
-    tries = 0
-    while pid_alive(pid) and tries < 20 do
-      sleep(0.05)
-      tries = tries + 1
-    end
-  end
+  proc.kill_tree(pid, "QUIT", STOP_TIMEOUT)
 end
 
 -- Background shell that stops nginx and removes the prefix if this Lua
 -- process dies without calling stop (crash, SIGKILL, os.exit without close).
 local function start_watchdog(self)
-  local script = table.concat({
-    "alive() { s=$(sed -n 's/^[0-9]* (.*) \\([A-Za-z]\\).*/\\1/p' /proc/$1/stat 2>/dev/null);"
-      .. " [ -n \"$s\" ] && [ \"$s\" != Z ] && [ \"$s\" != X ]; }",
-    "while alive " .. self.owner_pid .. " && alive " .. self.pid .. "; do sleep 1; done",
-    "if alive " .. self.pid .. "; then",
-    "  kids=$(pgrep -P " .. self.pid .. ")",
-    "  kill -QUIT " .. self.pid,
-    "  i=0; while alive " .. self.pid .. " && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done",
-    "  alive " .. self.pid .. " && kill -KILL " .. self.pid .. " $kids 2>/dev/null",
-    "fi",
-    "rm -rf " .. quote(self.prefix),
-  }, "\n")
-  write_file(self.prefix .. "/watchdog.sh", script)
-  local out = run("sh " .. quote(self.prefix .. "/watchdog.sh")
-    .. " </dev/null >/dev/null 2>&1 & echo $!")
-  self.watchdog_pid = tonumber(out:match("(%d+)"))
+  self.watchdog_pid = proc.watchdog(self.owner_pid, self.pid, self.prefix, "QUIT")
 end
 
 ---@param opts table|nil see the module header
@@ -481,9 +315,8 @@ function _M.start(opts)
     owner_pid = own_pid(),
   }, Server)
 
-  local out, rc = run("mktemp -d /tmp/scalekit-fake.XXXXXXXX")
-  local prefix = out:match("(%S+)")
-  if rc ~= 0 or not prefix then
+  local prefix, out = proc.mktemp_dir("fake")
+  if not prefix then
     error("fake scalekit: mktemp failed: " .. out, 2)
   end
   self.prefix = prefix
@@ -515,17 +348,14 @@ function _M.start(opts)
       self.ca_file, self.cert_file, self.key_file = certs.ca_file, certs.cert_file, certs.key_file
     end
 
-    local nginx = find_nginx()
+    local nginx = proc.find_nginx()
     local last_log = ""
     for _ = 1, START_ATTEMPTS do
       local port = random_port()
       self.port = port
       self.url = base_url(self, port)
       write_file(prefix .. "/nginx.conf", nginx_conf(self, port), "644")
-      write_file(self.error_log, "")
-      local sout, src = run(quote(nginx) .. " -p " .. quote(prefix) .. " -c " .. quote(prefix .. "/nginx.conf")
-        .. " -e " .. quote(self.error_log) .. " 2>&1")
-      local log = (read_file(self.error_log) or "") .. sout
+      local src, log = proc.start_nginx(nginx, prefix, self.error_log)
       if src == 0 then
         local deadline = os.time() + READY_TIMEOUT + 1
         local ready = false

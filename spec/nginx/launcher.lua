@@ -11,48 +11,18 @@
 -- the prefix, world-readable: the workers run as `nobody` and the checkout need not
 -- be readable by them.
 local cjson = require "cjson"
-local server = require "spec.helpers.server"
+local proc = require "spec.helpers.proc"
 
 local json = cjson.new()
-local run, quote, pid_alive = server._run, server._quote, server._pid_alive
+local run, quote, sh = proc.run, proc.quote, proc.sh
+local read_file, write_file = proc.read_file, proc.write_file
 
 local _M = {}
 
 local App = {}
 App.__index = App
 
-local MODULES_DIR = os.getenv("SCALEKIT_FAKE_NGINX_MODULES") or "/usr/share/nginx/modules"
-local NGINX = os.getenv("SCALEKIT_FAKE_NGINX") or "/usr/sbin/nginx"
-local CWD = run("pwd"):gsub("%s+$", "")
-
-local function sh(cmd)
-  local _, rc = run(cmd .. " >/dev/null 2>&1")
-  return rc == 0
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  f:close()
-end
-
-local seed
-local function random_port()
-  if not seed then
-    seed = (os.time() + math.floor(os.clock() * 1e6)
-      + (tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0)) % 2147483646 + 1
-  end
-  seed = (seed * 16807) % 2147483647
-  return 20000 + seed % 12001 -- below the ephemeral range (32768-60999)
-end
+local CWD = proc.CWD
 
 local CONF = [[
 daemon on;
@@ -82,7 +52,7 @@ ${SERVER}
 ]]
 
 local function render(vars)
-  return (CONF:gsub("%${([%w_]+)}", function(k) return assert(vars[k], k) end))
+  return proc.render(CONF, vars, "launcher:")
 end
 
 -- copies the module and the app files into prefix, readable by the workers
@@ -108,60 +78,46 @@ end
 --- Start an app nginx. opts: workers, http (http-block text, may use ${PREFIX} and
 --- ${PORT}), server (server-block text), reuseport (spread connections over workers).
 function _M.start(opts)
-  local out = run("mktemp -d /tmp/scalekit-app.XXXXXXXX")
-  local prefix = assert(out:match("(%S+)"), "mktemp failed")
+  local prefix = assert(proc.mktemp_dir("app"), "mktemp failed")
   assert(sh("chmod 755 " .. quote(prefix)))
   install(prefix)
   local self = setmetatable({ prefix = prefix, error_log = prefix .. "/error.log",
                               instance = "app-" .. prefix:match("[^.]+$") }, App)
-  local modules = {}
-  for _, m in ipairs({ "ndk_http_module.so", "ngx_http_lua_module.so" }) do
-    if sh("test -f " .. quote(MODULES_DIR .. "/" .. m)) then
-      modules[#modules + 1] = "load_module " .. MODULES_DIR .. "/" .. m .. ";"
-    end
-  end
+  local modules = proc.load_modules()
+  local nginx = proc.find_nginx()
   local last = ""
   for _ = 1, 20 do
-    local port = random_port()
+    local port = proc.random_port()
     local vars = { PREFIX = prefix, PORT = tostring(port) }
     local function fill(text) return ((text or ""):gsub("%${([%w_]+)}", vars)) end
     write_file(prefix .. "/nginx.conf", render({
       WORKERS = tostring(opts.workers or 1), PREFIX = prefix, PORT = tostring(port),
-      MODULES = table.concat(modules, "\n"), HTTP = fill(opts.http), SERVER = fill(opts.server),
+      MODULES = modules, HTTP = fill(opts.http), SERVER = fill(opts.server),
       LISTEN = opts.reuseport and " reuseport" or "", INSTANCE = self.instance,
     }))
-    write_file(self.error_log, "")
-    local sout, rc = run(quote(NGINX) .. " -p " .. quote(prefix) .. " -c " .. quote(prefix .. "/nginx.conf")
-      .. " -e " .. quote(self.error_log) .. " 2>&1")
+    local rc, log = proc.start_nginx(nginx, prefix, self.error_log)
     if rc == 0 then
       self.port, self.url = port, "http://127.0.0.1:" .. port
       for _ = 1, 200 do
         local body, prc = run(curl(self.url .. "/_ping", "--max-time 1") .. " 2>/dev/null")
         if prc == 0 and body == self.instance then break end
-        os.execute("sleep 0.05")
+        proc.sleep(0.05)
       end
       self.pid = tonumber((read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
       assert(self.pid, "app nginx did not start:\n" .. (read_file(self.error_log) or ""))
       self:watchdog()
       return self
     end
-    last = (read_file(self.error_log) or "") .. sout
+    last = log
     if not last:find("Address already in use", 1, true) then break end
   end
-  sh("rm -rf " .. quote(prefix))
+  proc.remove_dir(prefix)
   error("app nginx failed to start:\n" .. last, 2)
 end
 
 -- stops nginx and removes the prefix if the test process dies without stop()
 function App:watchdog()
-  local me = run("echo $PPID"):match("%d+")
-  local script = table.concat({
-    "while kill -0 " .. me .. " 2>/dev/null && kill -0 " .. self.pid .. " 2>/dev/null; do sleep 1; done",
-    "kill -QUIT " .. self.pid .. " 2>/dev/null; sleep 2; rm -rf " .. quote(self.prefix),
-  }, "\n")
-  write_file(self.prefix .. "/watchdog.sh", script)
-  self.watchdog_pid = tonumber(run("sh " .. quote(self.prefix .. "/watchdog.sh")
-    .. " </dev/null >/dev/null 2>&1 & echo $!"):match("%d+"))
+  self.watchdog_pid = proc.watchdog(proc.own_pid(), self.pid, self.prefix, "QUIT")
 end
 
 --- GET path; returns the decoded JSON answer (or the raw text) and the status.
@@ -203,16 +159,9 @@ function App:stop()
   if self.stopped then return end
   self.stopped = true
   if self.watchdog_pid then sh("kill " .. self.watchdog_pid) end
-  if self.pid and pid_alive(self.pid) then
-    sh("kill -QUIT " .. self.pid)
-    for _ = 1, 60 do
-      if not pid_alive(self.pid) then break end
-      os.execute("sleep 0.05")
-    end
-    if pid_alive(self.pid) then sh("pkill -KILL -P " .. self.pid .. "; kill -KILL " .. self.pid) end
-  end
+  proc.kill_tree(self.pid, "QUIT", 3)
   self.final_log = read_file(self.error_log) or ""
-  sh("rm -rf " .. quote(self.prefix))
+  proc.remove_dir(self.prefix)
 end
 
 _M.CWD = CWD
