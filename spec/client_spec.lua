@@ -75,11 +75,12 @@ describe("scalekit client", function()
     end)
 
     it("keeps using a still-valid token when the refresh fails", function()
-      srv:configure{ token_ttl = 2 }
+      -- a 4 s token is due for refresh at 3.6 s and dead at 4 s: the call lands between
+      srv:configure{ token_ttl = 4 }
       local sk = new({ max_retries = 0 })
       local t1 = sk:token()
-      require("scalekit.core").sleep(1.85)
       srv:faults{ { match = "/oauth/token", status = 503 } }
+      require("scalekit.core").sleep(3.65)
       local res, err = sk:call("OrganizationService_ListOrganization", {})
       assert.is_nil(err)
       assert.truthy(res)

@@ -186,9 +186,11 @@ local list = {
 
   { group = "token", name = "keeps using a still-valid token when the refresh fails",
     client = { max_retries = 0 },
-    steps = { { server = function(srv) srv:configure{ token_ttl = 2 } end },
-              TOKEN, sleep(1.85),
+    -- a 4 s token is due for refresh at 3.6 s and dead at 4 s: the call lands between
+    steps = { { server = function(srv) srv:configure{ token_ttl = 4 } end },
+              TOKEN,
               faults{ { match = "/oauth/token", status = 503 } },
+              sleep(3.65),
               CALL,
               { server = function(srv, ctx)
                   local reqs = srv:requests()
