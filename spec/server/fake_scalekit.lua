@@ -221,6 +221,27 @@ local function updated(key, rec, status, msg)
   return one(key, json.encode(rec), 200)
 end
 
+-- GET/PATCH/DELETE of one stored record (`kind` in the store, `name` in answers).
+local function record(method, kind, name, id, update, delete, now)
+  if method == "GET" then
+    local rec = store.get_json(kind, id)
+    if not rec then
+      return fail(404, name .. " not found")
+    end
+    return one(name, rec)
+  elseif method == "PATCH" then
+    local body = body_or_400()
+    if not body then return end
+    return updated(name, update(id, body, now))
+  elseif method == "DELETE" then
+    if not delete(id) then
+      return fail(404, name .. " not found")
+    end
+    return http.answer(200, "{}")
+  end
+  return false
+end
+
 -- Stateful routes, on the raw path. Returns true when answered.
 local function route(method, path)
   local unescape = ngx.unescape_uri
@@ -270,24 +291,7 @@ local function route(method, path)
 
   local org_id = str_match(path, "^/api/v1/organizations/([^/:]+)$")
   if org_id then
-    org_id = unescape(org_id)
-    if method == "GET" then
-      local rec = store.get_json("org", org_id)
-      if not rec then
-        return fail(404, "organization not found")
-      end
-      return one("organization", rec)
-    elseif method == "PATCH" then
-      local body = body_or_400()
-      if not body then return end
-      return updated("organization", store.update_org(org_id, body, now))
-    elseif method == "DELETE" then
-      if not store.delete_org(org_id) then
-        return fail(404, "organization not found")
-      end
-      return http.answer(200, "{}")
-    end
-    return false
+    return record(method, "org", "organization", unescape(org_id), store.update_org, store.delete_org, now)
   end
 
   org_id = str_match(path, "^/api/v1/organizations/([^/:]+)/users$")
@@ -326,24 +330,7 @@ local function route(method, path)
 
   local user_id = str_match(path, "^/api/v1/users/([^/:]+)$")
   if user_id then
-    user_id = unescape(user_id)
-    if method == "GET" then
-      local rec = store.get_json("usr", user_id)
-      if not rec then
-        return fail(404, "user not found")
-      end
-      return one("user", rec)
-    elseif method == "PATCH" then
-      local body = body_or_400()
-      if not body then return end
-      return updated("user", store.update_user(user_id, body, now))
-    elseif method == "DELETE" then
-      if not store.delete_user(user_id) then
-        return fail(404, "user not found")
-      end
-      return http.answer(200, "{}")
-    end
-    return false
+    return record(method, "usr", "user", unescape(user_id), store.update_user, store.delete_user, now)
   end
 
   return false

@@ -299,17 +299,27 @@ function _M.create_org(body, now)
   return insert("org", rec)
 end
 
-function _M.update_org(id, body, now)
-  local old = _M.get("org", id)
+-- The stored record `kind`:`id` and the update fields of `body` (bare or wrapped in
+-- `{<wrapper> = {…}}`), or nil, status, message.
+local function update_target(kind, id, body, wrapper, what)
+  local old = _M.get(kind, id)
   if not old then
-    return nil, 404, "organization not found"
+    return nil, 404, what .. " not found"
   end
-  local o = body
-  if type(body) == "table" and type(body.organization) == "table" then
-    o = body.organization
+  local fields = body
+  if type(body) == "table" and type(body[wrapper]) == "table" then
+    fields = body[wrapper]
   end
-  if type(o) ~= "table" then
+  if type(fields) ~= "table" then
     return nil, 400, "invalid request body"
+  end
+  return old, fields
+end
+
+function _M.update_org(id, body, now)
+  local old, o, msg = update_target("org", id, body, "organization", "organization")
+  if not old then
+    return nil, o, msg
   end
   if o.display_name ~= nil and not nonempty_string(o.display_name) then
     return nil, 400, "display_name must be a non-empty string"
@@ -448,16 +458,9 @@ function _M.create_user(org_id, body, now)
 end
 
 function _M.update_user(id, body, now)
-  local old = _M.get("usr", id)
+  local old, u, msg = update_target("usr", id, body, "user", "user")
   if not old then
-    return nil, 404, "user not found"
-  end
-  local u = body
-  if type(body) == "table" and type(body.user) == "table" then
-    u = body.user
-  end
-  if type(u) ~= "table" then
-    return nil, 400, "invalid request body"
+    return nil, u, msg
   end
   local rec = json.decode(json.encode(old))
   if u.external_id ~= nil then
