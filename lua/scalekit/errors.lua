@@ -149,6 +149,9 @@ function _M.from_transport(kind, message, operation)
   })
 end
 
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+                 Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
 --- Parse a Retry-After header: delta-seconds or an HTTP-date. Returns seconds or nil.
 ---@param v string?
 ---@param now number? epoch seconds
@@ -163,9 +166,7 @@ function _M.parse_retry_after(v, now)
   -- IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
   local d, mon, y, hh, mm, ss = v:match("^%a+, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
   if not d then return nil end
-  local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
-                   Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
-  local m = months[mon]
+  local m = MONTHS[mon]
   if not m then return nil end
   -- days from civil (Howard Hinnant), avoiding os.time's local-time interpretation
   y = tonumber(y)
