@@ -3,13 +3,13 @@
 -- of tools/gen_operations.lua so that the committed file cannot drift.
 --
 -- Run from the repository root: busted --lua=lua5.4 spec/operations_spec.lua
--- The description is ../shared/scalekit/openapi.json, or $SCALEKIT_OPENAPI.
+-- The description is the repository's api/openapi.json, or $SCALEKIT_OPENAPI.
 
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 
 local cjson = require "cjson"
 
-local OPENAPI = os.getenv("SCALEKIT_OPENAPI") or "../shared/scalekit/openapi.json"
+local OPENAPI = os.getenv("SCALEKIT_OPENAPI") or "api/openapi.json"
 local GENERATED = "lua/scalekit/operations.lua"
 local GENERATOR = "tools/gen_operations.lua"
 
@@ -34,7 +34,7 @@ local function load_openapi()
   local data, err = read_file(OPENAPI)
   if not data then
     return nil, "cannot read Scalekit's OpenAPI description (" .. tostring(err)
-      .. "): run busted from the repository root next to ../shared/scalekit/openapi.json,"
+      .. "): run busted from the repository root (api/openapi.json),"
       .. " or set SCALEKIT_OPENAPI to its path"
   end
   local ok, doc = pcall(cjson.decode, data)

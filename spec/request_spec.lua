@@ -5,7 +5,7 @@ local request = require "scalekit.request"
 local operations = require "scalekit.operations"
 local cjson = require "cjson"
 
-local OPENAPI = os.getenv("SCALEKIT_OPENAPI") or "../shared/scalekit/openapi.json"
+local OPENAPI = os.getenv("SCALEKIT_OPENAPI") or "api/openapi.json"
 
 local function load_spec()
   local f = io.open(OPENAPI, "rb")

@@ -1,7 +1,7 @@
 -- tools/gen_operations.lua: generate lua/scalekit/operations.lua from Scalekit's
 -- OpenAPI 3.1 description.
 --
---   lua5.4 tools/gen_operations.lua ../shared/scalekit/openapi.json > lua/scalekit/operations.lua
+--   lua5.4 tools/gen_operations.lua api/openapi.json > lua/scalekit/operations.lua
 --
 -- (`make operations` runs exactly that.) The output is data only, keyed by operationId
 -- and sorted, so that running the script twice gives the same bytes.
