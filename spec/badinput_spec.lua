@@ -14,7 +14,7 @@ local SECRET = helpers.CLIENT_SECRET
 local HUGE = string.rep("A", 10 * 1024 * 1024)      -- 10 MB
 local NUL = "a\0b"
 local CRLF = "a\r\nX-Injected: 1"
-local BAD_UTF8 = "\xff\xfe\xc3\x28\xe2\x82"
+local BAD_UTF8 = "\255\254\195\040\226\130" -- decimal escapes: PUC 5.1 has no \x
 local NAN = 0 / 0
 local INF = math.huge
 

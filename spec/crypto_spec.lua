@@ -1,7 +1,6 @@
 -- Crypto of the C core: base64, SHA-256, HMAC, constant_eq, random bytes, JWK
 -- public keys and JWS signature verification, checked against the openssl CLI.
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (rawget(_G, "jit") and "build-luajit/?.so;" or "build/?.so;") .. package.cpath
+require "spec.helpers.client" -- package paths for this runtime
 
 local core = require "scalekit.core"
 

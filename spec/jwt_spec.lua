@@ -1,6 +1,5 @@
 -- scalekit.jwt: tokens built here and signed with the openssl CLI.
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = (rawget(_G, "jit") and "build-luajit/?.so;" or "build/?.so;") .. package.cpath
+require "spec.helpers.client" -- package paths for this runtime
 
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"

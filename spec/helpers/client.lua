@@ -2,9 +2,16 @@
 -- pointed at a running fake Scalekit.
 local _M = {}
 
-local jit = rawget(_G, "jit")
+-- The interpreter running the specs and the build directory of its C core (Makefile).
+local RUNTIMES = {
+  ["Lua 5.4"] = { "lua5.4", "build" },
+  ["Lua 5.3"] = { "lua5.3", "build-lua53" },
+  ["Lua 5.1"] = { "lua5.1", "build-lua51" },
+}
+local runtime = rawget(_G, "jit") and { "luajit", "build-luajit" } or RUNTIMES[_VERSION]
+_M.LUA, _M.BUILD = runtime[1], runtime[2]
 package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
-package.cpath = (jit and "build-luajit/?.so;" or "build/?.so;") .. package.cpath
+package.cpath = _M.BUILD .. "/?.so;" .. package.cpath
 
 _M.CLIENT_ID = "skc_test"
 _M.CLIENT_SECRET = "test_secret_value"
