@@ -1,8 +1,8 @@
 -- luacheck config: `make lint` (Debian's lua-check).
 std = "min"
 max_line_length = 120
--- types.lua is a generated LuaLS ---@meta file: empty function bodies by design
-exclude_files = { "build/**", "build-luajit/**", "spec/tmp/**", "luarocks-tree/**", "lua/scalekit/types.lua" }
+-- types/ holds the generated LuaLS ---@meta library: empty function bodies by design
+exclude_files = { "build/**", "build-luajit/**", "spec/tmp/**", "luarocks-tree/**", "types/**", "build-lua53/**", "build-lua51/**", "build-asan/**" }
 
 files["spec/**/*_spec.lua"] = { std = "+busted" }
 -- ngx is read-only in the OpenResty files and in the fake server

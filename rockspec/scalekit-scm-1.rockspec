@@ -12,8 +12,13 @@
 --     --deps-mode=none
 --
 -- build.modules lists every file of lua/scalekit/: spec/luarocks_spec.lua fails when
--- a file is added there and not here. rockspec/scalekit-<version>-1.rockspec is this
--- file with `version` and `source.tag` set.
+-- a file is added there and not here. A release rockspec is this file with `version`
+-- and `source.tag` set, written by `make rockspec VERSION=x.y.z` (tools/rockspec.sh)
+-- when the release is tagged; see "Versioning" in README.md.
+--
+-- Lua 5.1 to 5.4: PUC Lua 5.1, 5.3 and 5.4 and LuaJIT 2.1 (which LuaRocks sees as 5.1)
+-- are built and tested by `make test`. The LuaLS annotations (types/) are copied into
+-- the rock's directory, not installed as a module.
 rockspec_format = "3.0"
 package = "scalekit"
 version = "scm-1"
@@ -25,6 +30,8 @@ source = {
 
 description = {
   summary = "Lua client for the Scalekit API (B2B authentication)",
+  license = "MIT",
+  maintainer = "scalekit-lua developers",
   detailed = [[
 Client for Scalekit's REST API: every operation by operationId and as resource
 methods, pagination iterators, a cached client-credentials token, retries with
@@ -37,7 +44,7 @@ inside OpenResty request handlers the I/O goes through cosockets.
 }
 
 dependencies = {
-  "lua >= 5.1",
+  "lua >= 5.1, < 5.5",
   "lua-cjson",
 }
 
@@ -73,7 +80,7 @@ build = {
     ["scalekit.request"] = "lua/scalekit/request.lua",
     ["scalekit.resources"] = "lua/scalekit/resources.lua",
     ["scalekit.session"] = "lua/scalekit/session.lua",
-    ["scalekit.types"] = "lua/scalekit/types.lua",
     ["scalekit.webhook"] = "lua/scalekit/webhook.lua",
   },
+  copy_directories = { "types" },
 }

@@ -12,7 +12,6 @@ local server = require "spec.helpers.server"
 local quote, run = server._quote, server._run
 
 local ROCKSPEC = "rockspec/scalekit-scm-1.rockspec"
-local VERSIONED = "rockspec/scalekit-0.1.0-1.rockspec"
 local CURL_INCDIR = "/usr/include/x86_64-linux-gnu"
 
 local function read(path)
@@ -61,15 +60,43 @@ describe("luarocks", function()
   describe("rockspecs", function()
     local scm, rel
 
+    local reldir
+
     setup(function()
       scm = load_rockspec(ROCKSPEC)
-      rel = load_rockspec(VERSIONED)
+      reldir = run("mktemp -d /tmp/scalekit-relspec.XXXXXXXX"):match("(%S+)")
+      local version = read("csrc/sk.h"):match('#define SK_VERSION "([^"]+)"')
+      local out, rc = run("bash tools/rockspec.sh " .. version .. " " .. quote(reldir) .. " 2>/dev/null")
+      assert(rc == 0, "tools/rockspec.sh failed: " .. out)
+      rel = load_rockspec(out:match("(%S+)"))
+      rel.path = out:match("(%S+)")
+    end)
+
+    teardown(function()
+      if reldir then run("rm -rf " .. quote(reldir)) end
+    end)
+
+    it("passes luarocks lint: the scm rockspec and a generated release one", function()
+      for _, path in ipairs({ ROCKSPEC, rel.path }) do
+        local out, rc = run("luarocks lint " .. quote(path) .. " 2>&1")
+        assert.equal(0, rc, path .. ": " .. out)
+      end
+      assert.equal("MIT", scm.description.license)
+      assert.truthy(#scm.description.detailed > 100)
+      assert.matches("^https://", scm.description.homepage)
+    end)
+
+    it("tools/rockspec.sh refuses a version that csrc/sk.h and CHANGELOG.md do not name", function()
+      local out, rc = run("bash tools/rockspec.sh 9.9.9 " .. quote(reldir) .. " 2>&1")
+      assert.are_not.equal(0, rc)
+      assert.matches("csrc/sk.h says", out)
+      assert.equal(1, select(2, run("test -f " .. quote(reldir .. "/scalekit-9.9.9-1.rockspec"))))
     end)
 
     it("name, version and dependencies", function()
       assert.equal("scalekit", scm.package)
       assert.equal("scm-1", scm.version)
-      assert.same({ "lua >= 5.1", "lua-cjson" }, scm.dependencies)
+      assert.same({ "lua >= 5.1, < 5.5", "lua-cjson" }, scm.dependencies)
       assert.same({ header = "curl/curl.h", library = "curl" }, scm.external_dependencies.CURL)
       assert.same({ header = "openssl/evp.h", library = "crypto" }, scm.external_dependencies.OPENSSL)
       assert.equal("builtin", scm.build.type)
@@ -106,10 +133,10 @@ describe("luarocks", function()
       assert.matches("%$%(OPENSSL_LIBDIR%)", lib)
     end)
 
-    it("the versioned rockspec is the scm one plus its version and tag", function()
+    it("the release rockspec is the scm one plus its version and tag", function()
       local version = read("csrc/sk.h"):match('#define SK_VERSION "([^"]+)"')
       assert.equal(version .. "-1", rel.version)
-      assert.equal(VERSIONED, "rockspec/scalekit-" .. rel.version .. ".rockspec")
+      assert.equal(reldir .. "/scalekit-" .. rel.version .. ".rockspec", rel.path)
       assert.equal("v" .. version, rel.source.tag)
       assert.equal(scm.source.url, rel.source.url)
       assert.is_nil(rel.source.branch)
@@ -128,7 +155,7 @@ describe("luarocks", function()
       srv:seed{ organizations = 7 }
       tmp = run("mktemp -d /tmp/scalekit-rock.XXXXXXXX"):match("(%S+)")
       assert(tmp, "mktemp")
-      assert(select(2, run("cp -r csrc lua rockspec README.md " .. quote(tmp .. "/"))) == 0)
+      assert(select(2, run("cp -r csrc lua rockspec types README.md " .. quote(tmp .. "/"))) == 0)
     end)
 
     teardown(function()
@@ -146,8 +173,13 @@ package.cpath = tree .. "/lib/lua/" .. lv .. "/?.so;/usr/lib/x86_64-linux-gnu/lu
 local scalekit = require "scalekit"
 local src = debug.getinfo(scalekit.new, "S").source
 assert(src:sub(1, #tree + 1) == "@" .. tree, "scalekit loaded from " .. src)
-local core_path = assert(package.searchpath("scalekit.core", package.cpath))
-assert(core_path:sub(1, #tree) == tree, "core loaded from " .. core_path)
+-- the first cpath entry that has the core (package.searchpath is 5.2+)
+local core_path
+for tpl in package.cpath:gmatch("[^;]+") do
+  local f = io.open((tpl:gsub("%?", "scalekit/core")), "rb")
+  if f then f:close(); core_path = tpl:gsub("%?", "scalekit/core"); break end
+end
+assert(core_path and core_path:sub(1, #tree) == tree, "core loaded from " .. tostring(core_path))
 local sk = assert(scalekit.new{ environment_url = url, client_id = "skc_test",
                                 client_secret = "test_secret_value" })
 assert(sk:token())
@@ -165,6 +197,9 @@ print("installed ok " .. scalekit._VERSION .. " " .. n .. " " .. #first.organiza
       { name = "Lua 5.4", lua_version = "5.4", interp = "lua5.4", vars = "" },
       -- LuaJIT is Lua 5.1 to LuaRocks; the core needs LuaJIT 2.1's headers (luajit.h)
       { name = "LuaJIT", lua_version = "5.1", interp = "luajit", vars = " LUA_INCDIR=/usr/include/luajit-2.1" },
+      { name = "Lua 5.3", lua_version = "5.3", interp = "lua5.3", vars = "" },
+      -- PUC Lua 5.1 and LuaJIT share LuaRocks' 5.1 tree layout: separate trees
+      { name = "Lua 5.1", lua_version = "5.1", interp = "lua5.1", vars = " LUA_INCDIR=/usr/include/lua5.1" },
     }
 
     for _, t in ipairs(TARGETS) do
@@ -179,6 +214,10 @@ print("installed ok " .. scalekit._VERSION .. " " .. n .. " " .. #first.organiza
         local lv = t.lua_version
         assert.equal(0, select(2, run("test -f " .. quote(tree .. "/lib/lua/" .. lv .. "/scalekit/core.so"))))
         assert.equal(0, select(2, run("test -f " .. quote(tree .. "/share/lua/" .. lv .. "/scalekit/init.lua"))))
+        -- the LuaLS annotations land in the rock's directory, never on the module path
+        assert.equal(1, select(2, run("test -e " .. quote(tree .. "/share/lua/" .. lv .. "/scalekit/types.lua"))))
+        assert.equal(0, select(2, run("test -f " .. quote(tree .. "/lib/luarocks/rocks-" .. lv
+          .. "/scalekit/scm-1/types/scalekit.lua"))))
 
         local cwd = tmp .. "/run-" .. t.interp
         run("mkdir -p " .. quote(cwd))

@@ -196,7 +196,7 @@ describe("resource methods against the fake Scalekit", function()
 end)
 
 describe("generated docs and annotations", function()
-  it("README's method reference and lua/scalekit/types.lua are up to date", function()
+  it("README's method reference and types/scalekit.lua are up to date", function()
     local p = assert(io.popen("lua5.4 tools/gen_docs.lua --check 2>&1; echo rc=$?"))
     local out = p:read("*a")
     p:close()
@@ -225,7 +225,7 @@ describe("generated docs and annotations", function()
       if line:match("^%-%-%-") then prev[#prev + 1] = line elseif line ~= "" then prev = {} end
     end
     assert.is_true(n >= 18)
-    local t = assert(io.open("lua/scalekit/types.lua")):read("*a")
+    local t = assert(io.open("types/scalekit.lua")):read("*a")
     each_method(function(r, v)
       assert.truthy(t:find("function " .. r .. ":" .. v .. "(", 1, true), r .. ":" .. v .. " not annotated")
     end)

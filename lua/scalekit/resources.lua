@@ -11,7 +11,7 @@
 --     (`sk.roles:add_permissions("admin", {"read"})` → `{permission_names = {"read"}}`).
 -- Paged list methods get iterators beside them: `list` → `each`, `pages`, `all`;
 -- `list_users` → `each_users`, `pages_users`, `all_users`; `search` → `each_search`…
--- README's method reference and lua/scalekit/types.lua are generated from MAP
+-- README's method reference and types/scalekit.lua are generated from MAP
 -- (`make docs`), and spec/resources_spec.lua checks MAP covers every operation once.
 local operations = require "scalekit.operations"
 
