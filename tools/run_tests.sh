@@ -1,57 +1,138 @@
 #!/usr/bin/env bash
-# `make test`: every suite, each as TAP; the last line is "N passed, N failed".
-#   C core under valgrind and under ASan+UBSan, busted on Lua 5.4 and LuaJIT (same
-#   specs, both cores), lint. `SUITES=fuzz` runs the fuzzers (make fuzz). SUITES="lua54 luajit" narrows the run; BUSTED_ARGS passes more flags.
+# `make test`: every suite; the last line is "N passed, N failed".
+#
+#   build     the C core for Lua 5.4, LuaJIT, 5.3 and 5.1 (-Werror)
+#   lua54 luajit lua53 lua51
+#             the busted specs on that runtime, one busted process per spec file
+#             (lua51: the specs that drive the C core and the Lua layer directly;
+#             the nginx, LuaRocks and fake-server specs already cover 5.1's ABI
+#             through LuaJIT and the 5.1 rock)
+#   memcheck  valgrind over spec/memcheck/*.lua, one job per script
+#   sanitize  the C-touching specs over an ASan+UBSan core
+#   fuzz      libFuzzer, FUZZ_SECONDS (3) per target, from the committed corpus
+#   lint      luacheck
+#
+# Suites and spec files are independent jobs, run JOBS (default 6) at a time,
+# slowest first: most of the specs' time is spent waiting on sockets, timeouts and
+# backoff, so a 2-core machine runs several at once. Each job's output goes to
+# $TEST_OUT (spec/tmp) and its time is printed. SUITES="lua54 lint" narrows the run;
+# SPECS="spec/a_spec.lua …" narrows the busted suites; BUSTED_ARGS adds flags.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=${SUITES:-"build lua54 luajit memcheck sanitize fuzz lint"}
+SUITES=${SUITES:-"build lua54 luajit lua53 lua51 memcheck sanitize fuzz lint"}
+JOBS=${JOBS:-6}
 OUT=${TEST_OUT:-spec/tmp}
-mkdir -p "$OUT"
-passed=0
-failed=0
+rm -rf "$OUT/jobs"
+mkdir -p "$OUT/jobs"
 
-count_tap() { # file label
-  local p f
-  p=$(grep -c '^ok ' "$1" || true)
-  f=$(grep -c '^not ok ' "$1" || true)
-  # a runner that died before printing its plan counts as one failure
-  if ! grep -q '^1\.\.[0-9]' "$1"; then f=$((f + 1)); echo "# $2: no TAP plan: the run crashed" ; fi
-  passed=$((passed + p)); failed=$((failed + f))
-  echo "# $2: $p passed, $f failed"
+# Spec files, slowest first (measured); files not listed run after these.
+SLOW_FIRST="faults nginx client readme paginate server badinput examples luarocks auth
+  resources jwt webhook crypto request operations"
+spec_files() {
+  local listed=() f n
+  if [ -n "${SPECS:-}" ]; then echo "$SPECS"; return; fi
+  for n in $SLOW_FIRST; do [ -f "spec/${n}_spec.lua" ] && listed+=("spec/${n}_spec.lua"); done
+  for f in spec/*_spec.lua; do
+    case " ${listed[*]} " in *" $f "*) ;; *) listed+=("$f") ;; esac
+  done
+  echo "${listed[@]}"
+}
+# Specs for plain Lua 5.1: everything that does not start nginx apps or LuaRocks.
+LUA51_SKIP="nginx readme luarocks"
+
+now() { date +%s.%N; }
+
+# job NAME KIND COMMAND...: KIND is tap (count ok/not ok) or check (one result).
+declare -a JOB_NAMES=()
+start_job() {
+  local name=$1 kind=$2; shift 2
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n 2>/dev/null || true; done
+  JOB_NAMES+=("$name")
+  (
+    t0=$(now)
+    "$@" > "$OUT/jobs/$name.log" 2>&1
+    rc=$?
+    t1=$(now)
+    printf '%s %s %.1f\n' "$kind" "$rc" "$(awk "BEGIN{print $t1 - $t0}")" > "$OUT/jobs/$name.status"
+  ) &
 }
 
-check() { # label command...: one pass/fail line for a whole command
-  local label=$1; shift
-  if "$@" > "$OUT/$label.log" 2>&1; then
-    passed=$((passed + 1)); echo "ok - $label"
-  else
-    failed=$((failed + 1)); echo "not ok - $label (see $OUT/$label.log)"; tail -n 30 "$OUT/$label.log"
-  fi
+busted_job() { # suite lua build spec
+  local suite=$1 lua=$2 build=$3 spec=$4
+  local base; base=$(basename "$spec" _spec.lua)
+  # cpath without ';': busted re-execs the interpreter through sh
+  start_job "$suite.$base" tap busted --lua="$lua" -o TAP --cpath="$build/?.so" ${BUSTED_ARGS:-} "$spec"
 }
 
-run_busted() { # label lua cpath
-  local label=$1 lua=$2 cpath=$3
-  echo "# busted --lua=$lua (cpath $cpath: no ';', busted re-execs through sh)"
-  busted --lua="$lua" -o TAP --cpath="$cpath" ${BUSTED_ARGS:-} > "$OUT/$label.tap" 2>&1
-  grep -v '^ok ' "$OUT/$label.tap" | head -n 400
-  count_tap "$OUT/$label.tap" "$label"
-}
+T_START=$(now)
+
+# The builds come first: every other suite needs them.
+if [[ " $SUITES " == *" build "* ]]; then
+  for l in lua5.4 luajit lua5.3 lua5.1; do
+    start_job "build.$l" check make --no-print-directory -j2 LUA="$l"
+  done
+  wait
+fi
 
 for s in $SUITES; do
   case $s in
-    build)
-      check build-lua54 make --no-print-directory
-      check build-luajit make --no-print-directory LUA=luajit ;;
-    lua54)  run_busted lua54 lua5.4 "build/?.so" ;;
-    luajit) run_busted luajit luajit "build-luajit/?.so" ;;
-    memcheck) check memcheck bash tools/memcheck.sh ;;
-    sanitize) check sanitize bash tools/sanitize.sh ;;
-    fuzz) check fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-5}" bash tools/fuzz.sh ;;
-    lint) check luacheck luacheck -q lua spec tools examples bench ;;
-    *) echo "unknown suite $s" >&2; failed=$((failed + 1)) ;;
+    build) ;;
+    sanitize) start_job sanitize check bash tools/sanitize.sh ;;
+    memcheck)
+      for m in spec/memcheck/*.lua; do start_job "memcheck.$(basename "$m" .lua)" check bash tools/memcheck.sh "$m"; done ;;
+    fuzz) start_job fuzz check env FUZZ_SECONDS="${FUZZ_SECONDS:-3}" bash tools/fuzz.sh ;;
+    lint) start_job lint check luacheck -q lua spec tools examples bench ;;
+    lua54|luajit|lua53|lua51) ;;
+    *) echo "unknown suite $s" >&2; echo "tap 1 0" > "$OUT/jobs/unknown-$s.status"; JOB_NAMES+=("unknown-$s") ;;
   esac
 done
+# Spec files interleaved across runtimes, slowest first.
+for spec in $(spec_files); do
+  base=$(basename "$spec" _spec.lua)
+  for s in $SUITES; do
+    case $s in
+      lua54) busted_job lua54 lua5.4 build "$spec" ;;
+      luajit) busted_job luajit luajit build-luajit "$spec" ;;
+      lua53) busted_job lua53 lua5.3 build-lua53 "$spec" ;;
+      lua51) [[ " $LUA51_SKIP " == *" $base "* ]] || busted_job lua51 lua5.1 build-lua51 "$spec" ;;
+    esac
+  done
+done
+wait
 
+passed=0
+failed=0
+declare -A SUITE_P SUITE_F SUITE_T
+for name in "${JOB_NAMES[@]}"; do
+  suite=${name%%.*}
+  log="$OUT/jobs/$name.log"
+  read -r kind rc secs < "$OUT/jobs/$name.status" || { kind=check; rc=1; secs=0; }
+  p=0; f=0
+  if [ "$kind" = tap ]; then
+    p=$(grep -c '^ok ' "$log" || true)
+    f=$(grep -c '^not ok ' "$log" || true)
+    # a runner that died before printing its plan counts as one failure
+    if ! grep -q '^1\.\.[0-9]' "$log"; then f=$((f + 1)); echo "# $name: no TAP plan: the run crashed"; fi
+    if [ "$f" -gt 0 ]; then echo "# $name: see $log"; grep -v '^ok ' "$log" | head -n 200; fi
+  elif [ "$rc" -eq 0 ]; then
+    p=1
+  else
+    f=1; echo "not ok - $name (see $log)"; tail -n 30 "$log"
+  fi
+  grep -h '^# [A-Z].*:' "$log" 2>/dev/null | grep -v '^# Failure\|^# spec/' | head -n 5
+  printf '# %-28s %4d passed, %d failed  %6.1f s\n' "$name" "$p" "$f" "$secs"
+  passed=$((passed + p)); failed=$((failed + f))
+  SUITE_P[$suite]=$(( ${SUITE_P[$suite]:-0} + p ))
+  SUITE_F[$suite]=$(( ${SUITE_F[$suite]:-0} + f ))
+  SUITE_T[$suite]=$(awk "BEGIN{print ${SUITE_T[$suite]:-0} + $secs}")
+done
+
+echo "# per suite (job time, summed over its jobs; they ran $JOBS at a time):"
+for suite in build lua54 luajit lua53 lua51 memcheck sanitize fuzz lint; do
+  [ -n "${SUITE_P[$suite]:-}" ] || continue
+  printf '#   %-10s %4d passed, %d failed  %6.1f s\n' "$suite" "${SUITE_P[$suite]}" "${SUITE_F[$suite]}" "${SUITE_T[$suite]}"
+done
+printf '# wall time %.0f s\n' "$(awk "BEGIN{print $(now) - $T_START}")"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
