@@ -79,6 +79,11 @@ demo:
 	$(MAKE) --no-print-directory all
 	lua5.4 tools/demo.lua
 
+# The local fake Scalekit on 127.0.0.1:$(PORT) (default 8088), seeded, until Ctrl-C;
+# needs only lua5.4, lua-cjson, nginx + libnginx-mod-http-lua (not the C core).
+fake:
+	lua5.4 tools/fake.lua $(PORT)
+
 bench: all
 	bash bench/run.sh
 

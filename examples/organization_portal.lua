@@ -19,5 +19,5 @@ if not link then
   io.stderr:write("portal link failed: ", tostring(err), "\n")
   os.exit(1)
 end
-print("portal link", link.link and link.link.location or "(see response)")
+print("portal link", link.link.location, "expires " .. link.link.expire_time)
 sk:close()

@@ -36,7 +36,10 @@ describe("examples", function()
     local out, rc = run("organization_portal.lua", "'Portal Co' portal-co")
     assert.equal(0, rc, out)
     assert.truthy(out:find("organization%s+org_%d+%s+Portal Co"), out)
-    assert.truthy(out:find("portal link", 1, true), out)
+    local url = out:match("portal link%s+(%S+)")
+    assert.matches("^" .. srv.url:gsub("%p", "%%%0") .. "/magicLink/lnk_%x+%?features=sso&features=dir_sync$",
+      url or "", out)
+    assert.truthy(out:find("expires %d%d%d%d%-%d%d%-%d%dT"), out)
   end)
 
   it("list_org_users lists the users of an organization", function()

@@ -1,5 +1,5 @@
 -- Self-test of the fake Scalekit (spec/helpers/server.lua + spec/server/).
--- Talks to it with the curl CLI only. Runs on lua5.4 and luajit.
+-- Talks to it with the curl CLI, except the stateful-resources block (the real client). Runs on lua5.4 and luajit.
 package.path = "./?.lua;" .. package.path
 
 local server = require("spec.helpers.server")
@@ -741,5 +741,260 @@ describe("fake scalekit cleanup", function()
       assert.equal(0, #nginx_procs(prefix), prefix)
       assert.is_nil(io.open(prefix .. "/nginx.conf"), prefix)
     end
+  end)
+end)
+
+-- The stateful resources through the real client; every answer's field names are
+-- checked against the response schema of its operation in api/openapi.json.
+describe("fake scalekit stateful resources, through the client", function()
+  local helpers = require("spec.helpers.client")
+  local openapi = json.decode(read_file("api/openapi.json"))
+  local srv, sk
+
+  local function schema_of(op)
+    for _, item in pairs(openapi.paths) do
+      for _, o in pairs(item) do
+        if type(o) == "table" and o.operationId == op then
+          local content = (o.responses["200"] or {}).content
+          return content and content["application/json"].schema or {}
+        end
+      end
+    end
+    error("no operation " .. op)
+  end
+
+  -- every key of `v` is a property of `schema` (recursively); returns the path of the first stray one
+  local function stray(schema, v, path)
+    if schema["$ref"] then
+      schema = openapi.components.schemas[schema["$ref"]:match("[^/]+$")]
+    end
+    if schema.allOf then
+      return stray(schema.allOf[1], v, path)
+    end
+    if type(v) ~= "table" or schema.additionalProperties or not (schema.properties or schema.items) then
+      return nil
+    end
+    for k, x in pairs(v) do
+      local sub = schema.items or schema.properties[k]
+      if not sub then
+        return path .. "." .. tostring(k)
+      end
+      local bad = stray(sub, x, path .. "." .. tostring(k))
+      if bad then return bad end
+    end
+  end
+
+  -- sk:call that must succeed with an answer shaped like the operation's schema
+  local function call(op, params)
+    local res, err = sk:call(op, params)
+    assert.is_nil(err, tostring(err))
+    assert.is_nil(res.echo, op .. " was echoed")
+    assert.is_nil(stray(schema_of(op), res, op), op)
+    return res
+  end
+
+  setup(function()
+    srv = start({ workers = 1 })
+    srv:configure({ echo_role_create = false })
+    sk = helpers.new_client(srv)
+  end)
+  teardown(function()
+    sk:close()
+    srv:stop()
+  end)
+
+  local org
+  before_each(function()
+    srv:reset({ keep_tokens = true })
+    srv:configure({ echo_role_create = false })
+    org = call("OrganizationService_CreateOrganization", { body = { display_name = "Acme" } }).organization
+  end)
+
+  it("organizations and users answer their schemas", function()
+    call("OrganizationService_GetOrganization", { id = org.id })
+    call("OrganizationService_UpdateOrganization", { id = org.id, body = { display_name = "Acme 2" } })
+    local u = call("UserService_CreateUserAndMembership", { organization_id = org.id,
+      body = { email = "a@acme.test", user_profile = { given_name = "A" } } }).user
+    call("UserService_GetUser", { id = u.id })
+    call("UserService_ListOrganizationUsers", { organization_id = org.id })
+  end)
+
+  it("portal links: a URL on the fake that expires in a minute", function()
+    local res = call("OrganizationService_GeneratePortalLink", { id = org.id, features = { "sso" } })
+    assert.matches("^lnk_%x+$", res.link.id)
+    assert.equal(srv.url .. "/magicLink/" .. res.link.id .. "?features=sso", res.link.location)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", res.link.expire_time)
+    local _, err = sk.organizations:generate_portal_link("org_00000000000000404")
+    assert.equal(404, err.status)
+  end)
+
+  it("domains: create, get, list by page_number, delete", function()
+    local d = call("DomainService_CreateDomain", { organization_id = org.id, body = { domain = "acme.test" } }).domain
+    assert.equal(org.id, d.organization_id)
+    assert.equal("PENDING", d.verification_status)
+    assert.equal("ORGANIZATION_DOMAIN", d.domain_type)
+    for i = 1, 4 do
+      call("DomainService_CreateDomain", { organization_id = org.id, body = { domain = i .. ".acme.test" } })
+    end
+    local _, err = sk.domains:create(org.id, { domain = "acme.test" })
+    assert.equal(409, err.status)
+    assert.same(d, call("DomainService_GetDomain", { organization_id = org.id, id = d.id }).domain)
+    local page = call("DomainService_ListDomains", { organization_id = org.id, page_size = 2, page_number = 2 })
+    assert.equal(1, #page.domains) -- 0-based page numbers
+    assert.equal(2, page.page_number)
+    local n = 0
+    for _ in sk.domains:each(org.id, { page_size = 2 }) do n = n + 1 end
+    assert.equal(5, n)
+    assert.truthy(sk.domains:delete(org.id, d.id))
+    _, err = sk.domains:get(org.id, d.id)
+    assert.equal(404, err.status)
+  end)
+
+  it("connections: seeded; list, get, disable, enable, delete", function()
+    srv:seed({ connections = 2, organization_id = org.id })
+    local other = assert(sk.organizations:create{ display_name = "Other" }).organization
+    srv:seed({ connections = 1, organization_id = other.id })
+    assert.equal(3, #call("ConnectionService_ListConnections", {}).connections)
+    local list = call("ConnectionService_ListConnections", { organization_id = org.id }).connections
+    assert.equal(2, #list)
+    local c = call("ConnectionService_GetConnection", { organization_id = org.id, id = list[1].id }).connection
+    assert.is_true(c.enabled)
+    assert.same({ enabled = false, error_message = "" },
+      call("ConnectionService_DisableConnection", { organization_id = org.id, id = c.id }))
+    assert.is_false(assert(sk.connections:get(org.id, c.id)).connection.enabled)
+    assert.is_true(call("ConnectionService_EnableConnection", { organization_id = org.id, id = c.id }).enabled)
+    local _, err = sk.connections:get(other.id, c.id) -- another organization's
+    assert.equal(404, err.status)
+    assert.truthy(sk.connections:delete(org.id, c.id))
+    assert.equal(1, #assert(sk.connections:list{ organization_id = org.id }).connections)
+  end)
+
+  it("memberships: create, update roles, delete", function()
+    local second = assert(sk.organizations:create{ display_name = "Second" }).organization
+    local u = assert(sk.users:create(org.id, { email = "m@acme.test" })).user
+    local res = call("UserService_CreateMembership", { organization_id = second.id, id = u.id,
+      body = { roles = { { name = "member" } }, metadata = { team = "x" } } })
+    assert.equal(2, #res.user.memberships)
+    assert.equal("member", res.user.memberships[2].roles[1].name)
+    local _, err = sk.memberships:create(second.id, u.id, {})
+    assert.equal(409, err.status)
+    res = call("UserService_UpdateMembership", { organization_id = second.id, id = u.id,
+      body = { roles = { { name = "admin" } } } })
+    assert.equal("admin", res.user.memberships[2].roles[1].name)
+    assert.equal(1, #assert(sk.users:list_by_organization(second.id)).users)
+    assert.truthy(sk.memberships:delete(second.id, u.id))
+    assert.equal(1, #assert(sk.users:get(u.id)).user.memberships)
+    assert.equal(0, #assert(sk.users:list_by_organization(second.id)).users)
+  end)
+
+  it("permissions and roles: create, get, list, update, add and list permissions, delete", function()
+    for _, name in ipairs({ "invoices:read", "invoices:write", "reports:read" }) do
+      call("RolesService_CreatePermission", { body = { name = name, description = "can " .. name } })
+    end
+    local _, err = sk.permissions:create{ name = "invoices:read" }
+    assert.equal(409, err.status)
+    assert.equal("can reports:read", call("RolesService_GetPermission",
+      { permission_name = "reports:read" }).permission.description)
+    local page = call("RolesService_ListPermissions", { page_size = 2 })
+    assert.equal(3, page.total_size)
+    assert.equal(2, #page.permissions)
+    assert.equal(3, #assert(sk:all("RolesService_ListPermissions", { page_size = 2 })))
+    call("RolesService_UpdatePermission", { permission_name = "reports:read", body = { description = "reports" } })
+    assert.equal("reports", assert(sk.permissions:get("reports:read")).permission.description)
+
+    local role = call("RolesService_CreateRole", { body = { name = "billing", display_name = "Billing",
+      permissions = { "invoices:read" } } }).role
+    assert.equal("billing", role.name)
+    assert.equal("invoices:read", role.permissions[1].name)
+    _, err = sk.roles:create{ name = "billing" }
+    assert.equal(409, err.status)
+    local perms = call("RolesService_AddPermissionsToRole",
+      { role_name = "billing", body = { permission_names = { "invoices:write", "invoices:read" } } }).permissions
+    assert.equal(2, #perms)
+    _, err = sk.roles:add_permissions("billing", { "nope" })
+    assert.equal(404, err.status)
+    assert.equal(2, #call("RolesService_ListRolePermissions", { role_name = "billing" }).permissions)
+    assert.truthy(sk.roles:remove_permission("billing", "invoices:write"))
+    role = call("RolesService_UpdateRole", { role_name = "billing", body = { description = "Money",
+      permissions = { "reports:read" } } }).role
+    assert.equal("Money", role.description)
+    assert.equal("Billing", role.display_name)
+    assert.equal("reports:read", role.permissions[1].name)
+    assert.same(role, call("RolesService_GetRole", { role_name = "billing" }).role)
+    assert.equal(1, #call("RolesService_ListRoles", {}).roles)
+    assert.truthy(sk.roles:delete("billing"))
+    _, err = sk.roles:get("billing")
+    assert.equal(404, err.status)
+    assert.truthy(sk.permissions:delete("reports:read"))
+    assert.equal(2, #assert(sk.permissions:list{}).permissions)
+  end)
+
+  it("sessions: seeded; get, list by user with a status filter, revoke, revoke all", function()
+    local u = assert(sk.users:create(org.id, { email = "s@acme.test" })).user
+    local seeded = srv:seed({ sessions = 3, user_id = u.id })
+    local s = call("SessionService_GetSession", { session_id = seeded.first_session_id })
+    assert.equal(u.id, s.user_id)
+    assert.equal("ACTIVE", s.status)
+    local list = call("SessionService_GetUserSessions", { user_id = u.id, page_size = 2 })
+    assert.equal(3, list.total_size)
+    assert.equal(2, #list.sessions)
+    local revoked = call("SessionService_RevokeSession", { session_id = s.session_id }).revoked_session
+    assert.equal("REVOKED", revoked.status)
+    assert.equal(2, call("SessionService_GetUserSessions",
+      { user_id = u.id, ["filter.status"] = { "ACTIVE" } }).total_size)
+    local all = call("SessionService_RevokeAllUserSessions", { user_id = u.id })
+    assert.equal(2, all.total_revoked)
+    assert.equal(3, assert(sk.sessions:list_by_user(u.id, { ["filter.status"] = { "REVOKED" } })).total_size)
+    local _, err = sk.sessions:get("ses_00000000000000404")
+    assert.equal(404, err.status)
+  end)
+
+  it("echo routes under made-up parent ids, 404 under ids the fake issued", function()
+    assert.is_table(assert(sk.connections:enable("org_1", "conn_1")).echo)
+    assert.is_table(assert(sk.domains:list("org_1")).echo)
+    assert.is_table(assert(sk.roles:add_permissions("admin", { "read" })).echo)
+    assert.truthy(sk.organizations:delete(org.id))
+    local _, err = sk.domains:list(org.id)
+    assert.equal(404, err.status)
+    -- POST /roles echoes unless echo_role_create is false (the request-shape specs use it)
+    srv:configure({ echo_role_create = true })
+    assert.is_table(assert(sk.roles:create{ name = "x" }).echo)
+  end)
+end)
+
+describe("make fake (tools/fake.lua)", function()
+  it("starts on the chosen port, answers, and stops on SIGINT leaving nothing behind", function()
+    local port = proc.random_port()
+    local out_file = os.tmpname()
+    local pid = tonumber(run("lua5.4 tools/fake.lua " .. port .. " >" .. quote(out_file)
+      .. " 2>&1 </dev/null & echo $!"):match("%d+"))
+    local out = ""
+    for _ = 1, 100 do
+      out = read_file(out_file) or ""
+      if out:find("SCALEKIT_CLIENT_SECRET", 1, true) and out:find("admin:", 1, true) then break end
+      proc.sleep(0.1)
+    end
+    local url = "http://127.0.0.1:" .. port
+    assert.truthy(out:find("export SCALEKIT_ENVIRONMENT_URL=" .. url, 1, true), out)
+    assert.truthy(out:find("export SCALEKIT_CLIENT_ID=skc_test", 1, true), out)
+    assert.truthy(out:find("export SCALEKIT_CLIENT_SECRET=test_secret_value", 1, true), out)
+    local ping = json.decode((run("curl -sS --max-time 5 " .. url .. "/_admin/stats")))
+    assert.equal(3, ping.organizations)
+    assert.equal(3, ping.sso_connections)
+    local prefix = run("ls -d /tmp/scalekit-fake.* 2>/dev/null | while read d; do grep -l ':"
+      .. port .. "' \"$d/nginx.conf\" 2>/dev/null; done"):match("(/tmp/scalekit%-fake%.%w+)/nginx%.conf")
+    assert.is_string(prefix)
+    assert.equal(1, #nginx_procs(prefix))
+
+    assert.truthy(proc.sh("kill -INT " .. pid))
+    for _ = 1, 40 do
+      if not proc.pid_alive(pid) then break end
+      proc.sleep(0.1)
+    end
+    assert.is_false(proc.pid_alive(pid))
+    assert.truthy((read_file(out_file) or ""):find("fake: stopped", 1, true))
+    assert.equal(0, #nginx_procs(prefix))
+    assert.is_nil(io.open(prefix .. "/nginx.conf"))
+    os.remove(out_file)
   end)
 end)

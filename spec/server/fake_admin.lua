@@ -10,6 +10,7 @@ local json = http.json
 local type = type
 local tonumber = tonumber
 local tostring = tostring
+local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
 
 local STATE, TOKENS, CONNS, CONFIG = http.STATE, http.TOKENS, http.CONNS, http.CONFIG
 
@@ -51,6 +52,11 @@ local function stats()
     oidc_tokens = STATE:get("stat:oidc_tokens") or 0,
     organizations = store.count("org"),
     users = store.count("usr"),
+    domains = store.count("dom"),
+    sso_connections = store.count("conn"),
+    sessions = store.count("ses"),
+    roles = store.count("role"),
+    permissions = store.count("perm"),
     data_free_bytes = ngx.shared.skfake_data:free_space(),
   }
 end
@@ -61,6 +67,7 @@ local function config()
     client_id = CONFIG:get("client_id"),
     client_secret = CONFIG:get("client_secret"),
     instance = CONFIG:get("instance"),
+    echo_role_create = CONFIG:get("echo_role_create"),
   }
 end
 
@@ -106,6 +113,12 @@ ROUTES["POST /_admin/config"] = function(body)
     end
     CONFIG:set("token_ttl", ttl)
   end
+  if body.echo_role_create ~= nil then
+    if type(body.echo_role_create) ~= "boolean" then
+      return bad("echo_role_create must be a boolean")
+    end
+    CONFIG:set("echo_role_create", body.echo_role_create)
+  end
   for _, k in ipairs({ "client_id", "client_secret" }) do
     if body[k] ~= nil then
       if type(body[k]) ~= "string" then
@@ -117,51 +130,55 @@ ROUTES["POST /_admin/config"] = function(body)
   return ok(config())
 end
 
--- {organizations = n, users = n, organization_id = "org_…" (users' org)}
+-- {organizations = n, users = n, connections = n, sessions = n, organization_id = "org_…"
+-- (users' and connections' organization), user_id = "usr_…" (sessions' user)}. Users and
+-- connections spread over the organizations just seeded (the first 100), sessions over the
+-- users just seeded; without any, over a new organization / the given ids.
 ROUTES["POST /_admin/seed"] = function(body)
-  local norg = tonumber(body.organizations or 0) or 0
-  local nusr = tonumber(body.users or 0) or 0
   local now = ngx.now()
-  local res = { organizations = 0, users = 0 }
-  if norg > 0 then
-    local r, status, msg = store.seed_orgs(norg, now)
-    if not r then
-      return http.send_error(status, msg)
+  local res = {}
+  local function run(kind, n, parents, fn)
+    n = tonumber(n or 0) or 0
+    res[kind] = n > 0 and n or 0
+    if n <= 0 then
+      return {}
     end
-    res.organizations = norg
-    res.first_organization_id, res.last_organization_id = r.first, r.last
+    local ids, status, msg = fn(n, parents, now)
+    if not ids then
+      error({ status, msg })
+    end
+    res["first_" .. kind:sub(1, -2) .. "_id"], res["last_" .. kind:sub(1, -2) .. "_id"] = ids[1], ids[#ids]
+    return ids
   end
-  if nusr > 0 then
-    local org_ids = {}
-    if type(body.organization_id) == "string" then
-      if not store.get_json("org", body.organization_id) then
-        return http.send_error(404, "organization not found")
-      end
-      org_ids[1] = body.organization_id
-    elseif norg > 0 then
-      -- spread over the organizations just seeded (at most the first 100)
-      local first_seq = select(2, ngx.shared.skfake_data:get("org:" .. res.first_organization_id))
-      for s = first_seq, first_seq + math.min(norg, 100) - 1 do
-        local id = ngx.shared.skfake_data:get("org:s:" .. s)
-        if id then
-          org_ids[#org_ids + 1] = id
-        end
-      end
+  local function given(kind, id)
+    if id == nil then
+      return nil
     end
-    if #org_ids == 0 then
+    if type(id) ~= "string" or not store.get_json(kind, id) then
+      error({ 404, store.KINDS[kind].what .. " not found" })
+    end
+    return { id }
+  end
+  local okp, err = pcall(function()
+    local orgs = run("organizations", body.organizations, nil, store.seed_orgs)
+    local parents = given("org", body.organization_id) or { unpack(orgs, 1, math.min(#orgs, 100)) }
+    if #parents == 0 and ((tonumber(body.users) or 0) > 0 or (tonumber(body.connections) or 0) > 0) then
       local r, status, msg = store.create_org({ display_name = "Seeded Users Organization" }, now)
-      if not r then
-        return http.send_error(status, msg)
-      end
-      org_ids[1] = r.id
+      if not r then error({ status, msg }) end
+      parents = { r.id }
       res.users_organization_id = r.id
     end
-    local r, status, msg = store.seed_users(nusr, org_ids, now)
-    if not r then
-      return http.send_error(status, msg)
+    local users = run("users", body.users, parents, store.seed_users)
+    run("connections", body.connections, parents, store.seed_connections)
+    users = given("usr", body.user_id) or users
+    if #users == 0 and (tonumber(body.sessions) or 0) > 0 then
+      error({ 400, "sessions need users: seed users or give user_id" })
     end
-    res.users = nusr
-    res.first_user_id, res.last_user_id = r.first, r.last
+    run("sessions", body.sessions, users, store.seed_sessions)
+  end)
+  if not okp then
+    if type(err) ~= "table" then error(err) end
+    return http.send_error(err[1], err[2])
   end
   res.total_organizations = store.count("org")
   res.total_users = store.count("usr")

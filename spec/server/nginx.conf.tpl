@@ -25,7 +25,7 @@ http {
     lua_package_path "${LUA_PACKAGE_PATH}${PREFIX}/lua/?.lua;;";
     lua_package_cpath "${LUA_PACKAGE_CPATH};;";
 
-    # records (organizations, users): ~1.3 KB per organization, 100 000 fit
+    # records of every kind (fake_store.lua): ~1.3 KB per organization, 100 000 fit
     lua_shared_dict skfake_data 192m;
     # counters, faults, request log, id prefix
     lua_shared_dict skfake_state 32m;
