@@ -54,7 +54,7 @@ local ok, err = pcall(function()
   end
 
   -- the C core alone: one attempt, body returned as a string, nothing decoded
-  local http = sk._s.http
+  local http = sk._s.transport.http
   local function core_rate()
     local calls, t0 = 0, core.monotonic()
     local t

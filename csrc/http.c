@@ -7,6 +7,7 @@
  * Bearer token changes, and the response body grows one reusable buffer that is
  * pushed to Lua in a single copy after curl_easy_perform returns (no Lua API call
  * happens inside a libcurl callback, so no longjmp can cross libcurl). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,16 +23,14 @@
 #define MAX_BODY_DEFAULT (16u * 1024u * 1024u)
 #define MAX_BODY_LIMIT (1024u * 1024u * 1024u)  /* 1 GiB: fits an int and a Lua string */
 
-/* Response headers the Lua layer needs; everything else is ignored. */
-enum { H_RETRY_AFTER, H_REQUEST_ID, H_CONTENT_TYPE, H_LOCATION, H_COUNT };
+/* Response headers the Lua layer reads; everything else is ignored. */
+enum { H_RETRY_AFTER, H_REQUEST_ID, H_COUNT };
 static const struct {
     const char *name;
     size_t len;
 } captured[H_COUNT] = {
     {"retry-after", 11},
     {"x-request-id", 12},
-    {"content-type", 12},
-    {"location", 8},
 };
 #define HVAL_MAX 512
 
@@ -366,13 +365,24 @@ static const char *error_kind(CURLcode rc)
     }
 }
 
+/* The one failure shape of http:request: nil, kind, message, sent, permanent.
+ *   sent: false when the request surely never left; permanent: true when trying
+ *   again cannot help (the answer is larger than max_body_size, no handle). */
+static int push_failure(lua_State *L, const char *kind, const char *msg, int sent, int permanent)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, kind);
+    lua_pushstring(L, msg);
+    lua_pushboolean(L, sent);
+    lua_pushboolean(L, permanent);
+    return 5;
+}
+
 /* http:request(method, url, body, content_type, bearer)
  *   content_type: nil or "json" (application/json) | "form" (x-www-form-urlencoded)
  *   bearer: nil or the access token for the Authorization header
- * -> status, body, retry_after, request_id, content_type, location
- * -> nil, kind, message, sent, permanent
- *    sent: false when the request surely never left; permanent: true when trying
- *    again cannot help (the answer is larger than max_body_size) */
+ * -> status, body, retry_after, request_id
+ * -> nil, kind, message, sent, permanent (push_failure) */
 static int http_request(lua_State *L)
 {
     sk_http *h = http_check(L);
@@ -400,13 +410,8 @@ static int http_request(lua_State *L)
         hdrs = h->hdr_form;
     else
         return luaL_argerror(L, 5, "must be \"json\", or \"form\" without a token");
-    if ((err = ensure_handle(h)) != NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "network");
-        lua_pushstring(L, err);
-        lua_pushboolean(L, 0);
-        return 4;
-    }
+    if ((err = ensure_handle(h)) != NULL)
+        return push_failure(L, "network", err, 0, 1);
     if (tok != NULL && (hdrs = auth_headers(h, tok, tlen)) == NULL)
         return luaL_error(L, "scalekit: out of memory");
 
@@ -447,18 +452,14 @@ static int http_request(lua_State *L)
             sent = 0;
         else if (curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &pre) == CURLE_OK && pre == 0)
             sent = 0;  /* failed before the request was written: connect or TLS stage */
-        lua_pushnil(L);
-        lua_pushstring(L, error_kind(rc));
-        if (h->body_overflow)
-            lua_pushfstring(L, "response body larger than max_body_size (%d bytes)",
-                            (int)h->max_body);
-        else if (h->errbuf[0] != '\0')
-            lua_pushstring(L, h->errbuf);
-        else
-            lua_pushstring(L, curl_easy_strerror(rc));
-        lua_pushboolean(L, sent);
-        lua_pushboolean(L, h->body_overflow);
-        return 5;
+        if (h->body_overflow) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "response body larger than max_body_size (%lu bytes)",
+                     (unsigned long)h->max_body);
+            return push_failure(L, "network", msg, sent, 1);
+        }
+        return push_failure(L, error_kind(rc),
+                            h->errbuf[0] != '\0' ? h->errbuf : curl_easy_strerror(rc), sent, 0);
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     lua_pushinteger(L, (lua_Integer)status);
@@ -539,4 +540,6 @@ void sk_http_open(lua_State *L)
     lua_setfield(L, -2, "http");
     lua_pushcfunction(L, curl_version_string);
     lua_setfield(L, -2, "curl_version");
+    lua_pushinteger(L, (lua_Integer)MAX_BODY_LIMIT);  /* scalekit.config checks against it */
+    lua_setfield(L, -2, "MAX_BODY_LIMIT");
 }

@@ -3,6 +3,8 @@
 #ifndef SK_H
 #define SK_H
 
+#include <time.h>
+
 #include "compat.h"
 
 #define SK_VERSION "0.1.0"
@@ -12,7 +14,17 @@
 SK_INTERNAL void sk_http_open(lua_State *L);   /* http.c:   core.http(opts)          */
 SK_INTERNAL void sk_token_open(lua_State *L);  /* token.c:  core.token_vault()       */
 SK_INTERNAL void sk_crypto_open(lua_State *L); /* crypto.c: base64, hmac, rsa, random */
-SK_INTERNAL void sk_util_open(lua_State *L);   /* util.c:   sleep, clocks            */
+SK_INTERNAL void sk_util_open(lua_State *L);   /* util.c:   sleep, monotonic clock   */
+SK_INTERNAL void sk_url_open(lua_State *L);    /* url.c:    url_encode               */
+
+/* Seconds on `id` (CLOCK_MONOTONIC for expiry and retry timing, CLOCK_REALTIME for
+ * the epoch times users see). */
+static inline double sk_clock(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* Register the metatable `name` with metamethods `meta` and methods `methods`
  * (its __index); leaves the stack as it was. Inline so that each area's file

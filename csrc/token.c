@@ -5,7 +5,6 @@
  * clock jump cannot make a dead token look alive. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -21,20 +20,6 @@ typedef struct {
     double expires_wall;  /* epoch seconds, reported to users */
     int closed;
 } sk_token;
-
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void token_wipe(sk_token *t)
 {
@@ -84,12 +69,12 @@ static int token_set(lua_State *L)
         return luaL_error(L, "scalekit: out of memory");
     memcpy(copy, s, len + 1);
     token_wipe(t);
-    now = mono_now();
+    now = sk_clock(CLOCK_MONOTONIC);
     t->token = copy;
     t->len = len;
     t->expires_mono = now + expires_in;
     t->refresh_mono = now + expires_in - margin;
-    t->expires_wall = wall_now() + expires_in;
+    t->expires_wall = sk_clock(CLOCK_REALTIME) + expires_in;
     return 0;
 }
 
@@ -102,7 +87,7 @@ static int token_get(lua_State *L)
     double now;
     if (t->token == NULL)
         return 0;
-    now = mono_now();
+    now = sk_clock(CLOCK_MONOTONIC);
     if (now >= t->expires_mono) {
         token_wipe(t);
         return 0;

@@ -1,5 +1,5 @@
 /* libFuzzer driver: JWT segment parsing and JWKS parsing, through the Lua layer
- * (lua/scalekit/jwt.lua) over the C core compiled with the sanitizers (the
+ * (lua/scalekit/auth/jwt.lua) over the C core compiled with the sanitizers (the
  * csrc/ objects are linked in, scalekit.core is preloaded). fuzz/fuzz_jwt.lua
  * returns the function run for each input; a Lua error is a bug (abort).
  * SK_ROOT (compile-time) is the checkout. */

@@ -1,7 +1,7 @@
--- Lua side of fuzz/fuzz_jwt.c: JWT segment parsing (scalekit.jwt.decode / verify) and
+-- Lua side of fuzz/fuzz_jwt.c: JWT segment parsing (scalekit.auth.jwt decode / verify) and
 -- JWKS parsing (keys_from_jwks) over the real C core. Returns the function called
 -- for each input; it must never raise on a string.
-local jwt = require "scalekit.jwt"
+local jwt = require "scalekit.auth.jwt"
 local core = require "scalekit.core"
 local cjson = require("cjson.safe").new()
 

@@ -2,9 +2,8 @@
 local helpers = require "spec.helpers.client"
 local server = require "spec.helpers.server"
 
-local jit = rawget(_G, "jit")
-local LUA = jit and "luajit" or "lua5.4"
-local CPATH = jit and "build-luajit/?.so;;" or "build/?.so;;"
+local LUA = helpers.LUA
+local CPATH = helpers.BUILD .. "/?.so;;"
 
 describe("examples", function()
   local srv

@@ -3,7 +3,7 @@ require "spec.helpers.client" -- package paths for this runtime
 
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
-local jwt = require "scalekit.jwt"
+local jwt = require "scalekit.auth.jwt"
 local cjson = require("cjson.safe").new()
 
 -- helpers ------------------------------------------------------------------
@@ -142,9 +142,12 @@ describe("scalekit.jwt", function()
       assert.is_truthy(jwt.decode(rs256(base_claims({ pad = string.rep("x", 11000) }))))
     end)
 
-    it("raises when the token is not a string", function()
-      assert.has_error(function() jwt.decode(nil) end)
-      assert.has_error(function() jwt.decode(42) end)
+    it("a token that is not a string is data, not misuse: nil, token_malformed", function()
+      for i = 1, 3 do
+        local parts, err = jwt.decode(({ nil, 42, {} })[i])
+        assert.is_nil(parts)
+        assert.equal("token_malformed", err.error_code)
+      end
     end)
   end)
 
@@ -366,7 +369,9 @@ describe("scalekit.jwt", function()
   describe("verify misuse", function()
     it("raises on wrong argument types and unknown options", function()
       local token = rs256()
-      assert.has_error(function() jwt.verify(nil, keys, opts()) end)
+      local claims, err = jwt.verify(nil, keys, opts())
+      assert.is_nil(claims)
+      assert.equal("token_malformed", err.error_code)
       assert.has_error(function() jwt.verify(token, {}, opts()) end)
       assert.has_error(function() jwt.verify(token, keys, "opts") end)
       assert.has_error(function() jwt.verify(token, keys, { audiences = "skc_app" }) end)

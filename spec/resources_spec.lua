@@ -205,7 +205,7 @@ describe("generated docs and annotations", function()
 
   it("every public function of the client carries LuaLS annotations", function()
     local src = ""
-    for _, path in ipairs({ "lua/scalekit/init.lua", "lua/scalekit/auth.lua" }) do
+    for _, path in ipairs({ "lua/scalekit/init.lua", "lua/scalekit/client.lua", "lua/scalekit/auth/init.lua" }) do
       local f = assert(io.open(path))
       src = src .. f:read("*a") .. "\n"
       f:close()

@@ -8,7 +8,7 @@
 #
 # Targets (fuzz/*.c): response header/body callbacks of csrc/http.c, base64/base64url
 # of csrc/crypto.c, JWK -> key + signature checks (crypto.c, directly and through
-# core.public_key), JWT segment and JWKS parsing (lua/scalekit/jwt.lua over the whole
+# core.public_key), JWT segment and JWKS parsing (lua/scalekit/auth/jwt.lua over the whole
 # core). The drivers #include the C file so that its static functions are reachable;
 # csrc/ is not changed. Built into build-fuzz/; the corpora grow in build-fuzz/corpus/
 # from the seeds in fuzz/corpus/.
@@ -66,7 +66,7 @@ else
 fi
 echo "fuzz: $MODE ($CC), $SECONDS_PER s per target: $TARGETS"
 
-# the whole core, instrumented, for the jwt target (it runs lua/scalekit/jwt.lua)
+# the whole core, instrumented, for the jwt target (it runs lua/scalekit/auth/jwt.lua)
 build_core_objs() {
   mkdir -p "$OUT/obj"
   for c in csrc/*.c; do

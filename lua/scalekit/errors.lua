@@ -1,8 +1,12 @@
---- Structured errors: the one place where scalekit error values are built.
+--- Structured errors: the one place where scalekit error values are built, where
+--- retrying is decided, and where misuse is raised.
 --
 -- Every I/O failure of the library is returned as `nil, err` where `err` is a table
 -- made here. Messages never quote request headers, bodies, tokens or secrets: only
 -- what the server said in its error JSON and what the transport reported.
+--
+-- Misuse (a bug in the calling code: a wrong type, an unknown option) raises a
+-- string through `misuse`, positioned at the caller's line, never at ours.
 local _M = {}
 
 local setmetatable = setmetatable
@@ -12,11 +16,14 @@ local type = type
 local tostring = tostring
 local tonumber = tonumber
 local concat = table.concat
+local format = string.format
+local find = string.find
+local getinfo = debug.getinfo
 
 local json = require("cjson.safe").new()
 local null = json.null
 
----@alias scalekit.ErrorKind "http"|"timeout"|"network"|"tls"|"decode"|"auth"
+---@alias scalekit.ErrorKind "http"|"timeout"|"network"|"tls"|"decode"|"auth"|"config"
 
 ---@class scalekit.Error
 ---@field kind scalekit.ErrorKind what failed
@@ -27,13 +34,14 @@ local null = json.null
 ---@field details table? the `details` array of the error body
 ---@field request_id string? the `x-request-id` answered by the server
 ---@field retryable boolean whether the same call may succeed if tried again
+---@field sent boolean? transport errors: false when the request surely never left
 ---@field retry_after number? seconds the server asked us to wait
 ---@field operation string? the operationId or endpoint being called
 local Error = {}
 Error.__index = Error
 
-local KINDS = { http = true, timeout = true, network = true, tls = true, decode = true, auth = true }
-_M.KINDS = KINDS
+local KINDS = { http = true, timeout = true, network = true, tls = true, decode = true, auth = true,
+                config = true }
 
 function Error.__tostring(e)
   local parts = { "scalekit: ", e.kind, " error" }
@@ -57,7 +65,7 @@ end
 ---@return scalekit.Error
 function _M.new(kind, message, fields)
   if not KINDS[kind] then
-    error("scalekit.errors: unknown error kind " .. tostring(kind), 2)
+    _M.misuse("errors.new: unknown error kind %s", tostring(kind))
   end
   local e = {}
   if fields then
@@ -80,9 +88,47 @@ end
 
 _M.Error = Error
 
--- Statuses worth trying again: rate limiting and gateway/overload answers.
-local RETRYABLE_STATUS = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
-_M.RETRYABLE_STATUS = RETRYABLE_STATUS
+-- Retrying, decided here only. RETRY[status]: "auto" when the session retries it
+-- (with backoff; for a write only on 429, which says the request was not processed),
+-- "caller" when trying again may help but is left to the caller: a 500 after a write
+-- says nothing about whether the write happened.
+local RETRY = { [429] = "auto", [502] = "auto", [503] = "auto", [504] = "auto", [500] = "caller" }
+-- Methods that may be sent twice without changing the outcome (RFC 9110 9.2.2).
+local IDEMPOTENT = { GET = true, PUT = true, DELETE = true, HEAD = true }
+
+--- Whether the session sends `method` again after `err`: retryable HTTP answers
+--- the server asks us to repeat, and network errors, both only when a repeat cannot
+--- do a write twice (an idempotent method, a 429, or a request that never left).
+---@param err scalekit.Error
+---@param method string
+---@param idempotent boolean? overrides the method's rule (the client-credentials POST
+---                           may be repeated: it creates nothing)
+---@return boolean
+function _M.should_retry(err, method, idempotent)
+  if not err.retryable then return false end
+  if idempotent == nil then idempotent = IDEMPOTENT[method] or false end
+  if err.kind == "http" then
+    return RETRY[err.status] == "auto" and (idempotent or err.status == 429)
+  end
+  return idempotent or err.sent == false
+end
+
+--- Raise a misuse error: "scalekit: <message>", positioned at the first caller
+--- outside this library (whatever the depth of the library frames in between).
+---@param fmt string format of the message
+function _M.misuse(fmt, ...)
+  local msg = "scalekit: " .. format(fmt, ...)
+  local level = 2
+  while true do
+    local info = getinfo(level, "S")
+    if not info or not find(info.source, _M.LIBRARY_DIR, 1, true) then break end
+    level = level + 1
+  end
+  error(msg, level)
+end
+
+-- "@…/lua/scalekit/": frames from files under it belong to the library.
+_M.LIBRARY_DIR = (getinfo(1, "S").source:match("^(@.*[/\\])[^/\\]*$") or "@scalekit/")
 
 local function field(t, k)
   local v = t[k]
@@ -104,7 +150,7 @@ function _M.from_response(status, body, meta)
     request_id = meta.request_id,
     retry_after = meta.retry_after,
     operation = meta.operation,
-    retryable = RETRYABLE_STATUS[status] or false,
+    retryable = RETRY[status] ~= nil,
   }
   local message
   local doc = body and body ~= "" and json.decode(body)
@@ -137,16 +183,28 @@ function _M.from_response(status, body, meta)
   return _M.new(meta.kind or "http", message, fields)
 end
 
---- Error for a failed attempt at the transport level.
+--- Error for a failed attempt at the transport level (one shape for both transports).
 ---@param kind scalekit.ErrorKind "network"|"timeout"|"tls"
 ---@param message string
----@param operation string?
+---@param sent boolean false when the request surely never left
+---@param permanent boolean true when the same attempt would fail the same way
 ---@return scalekit.Error
-function _M.from_transport(kind, message, operation)
+function _M.from_transport(kind, message, sent, permanent)
   return _M.new(kind, message, {
-    operation = operation,
-    retryable = kind == "network" or kind == "timeout",
+    sent = sent and true or false,
+    retryable = not permanent and (kind == "network" or kind == "timeout"),
   })
+end
+
+--- An error of the token endpoint: a 4xx other than 429 (bad client, bad grant)
+--- is a refusal of the credentials, kind "auth"; the rest keeps its kind.
+---@param err scalekit.Error
+---@return scalekit.Error err the same table
+function _M.token_endpoint(err)
+  if err.kind == "http" and err.status and err.status < 500 and err.status ~= 429 then
+    err.kind = "auth"
+  end
+  return err
 end
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,

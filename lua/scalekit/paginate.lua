@@ -16,6 +16,7 @@ local error = error
 local setmetatable = setmetatable
 
 local null = require("cjson.safe").null
+local misuse = errors.misuse
 
 local function copy(t)
   local c = {}
@@ -27,15 +28,9 @@ end
 
 local function paged_op(op_id, need_items)
   local op = operations[op_id]
-  if not op then
-    error("scalekit: unknown operation '" .. tostring(op_id) .. "'", 0)
-  end
-  if not op.paging then
-    error("scalekit: " .. op_id .. " is not a paged list operation", 0)
-  end
-  if need_items and not op.items then
-    error("scalekit: " .. op_id .. " has no list of items to iterate", 0)
-  end
+  if not op then misuse("unknown operation '%s'", tostring(op_id)) end
+  if not op.paging then misuse("%s is not a paged list operation", op_id) end
+  if need_items and not op.items then misuse("%s has no list of items to iterate", op_id) end
   return op
 end
 
@@ -47,11 +42,11 @@ end
 -- nil, err on failure. `state.done` stops it (early break, close).
 local function walker(client, op_id, op, params)
   if params ~= nil and type(params) ~= "table" then
-    error("scalekit: " .. op_id .. ": params must be a table, got " .. type(params), 0)
+    misuse("%s: params must be a table, got %s", op_id, type(params))
   end
   local state = { done = false }
   local p = copy(params)
-  if p.body ~= nil then error("scalekit: " .. op_id .. ": list operations take no body", 0) end
+  if p.body ~= nil then misuse("%s: list operations take no body", op_id) end
   local seen = 0
   local function next_page()
     if state.done then return nil end
@@ -98,7 +93,7 @@ end
 
 -- On 5.4 the generic for closes its 4th value when the loop ends in any way
 -- (break, error, return): that is where an iterator gives up its page.
-local closer_mt = { __close = function(c) c.state.done = true; c.state.items = nil end }
+local closer_mt = { __close = function(c) c.state.done = true end }
 
 local function closer(state)
   return setmetatable({ state = state }, closer_mt)
@@ -157,7 +152,7 @@ function _M.all(client, op_id, params, opts)
   local op = paged_op(op_id, true)
   local limit = opts and opts.limit
   if limit ~= nil and (type(limit) ~= "number" or limit < 0) then
-    error("scalekit: all(): opts.limit must be a non-negative number", 2)
+    misuse("all(): opts.limit must be a non-negative number")
   end
   local next_page, state = walker(client, op_id, op, params)
   local out, n = {}, 0

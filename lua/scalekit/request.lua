@@ -9,7 +9,6 @@ local _M = {}
 
 local type = type
 local pairs = pairs
-local error = error
 local tostring = tostring
 local concat = table.concat
 local sort = table.sort
@@ -41,10 +40,11 @@ function _M.form(t)
   return concat(parts, "&")
 end
 
--- Misuse raises without a position: the stack depth differs between sk:call and the
--- resource methods, and the message already names the operation and parameter.
+local errors_misuse = require("scalekit.errors").misuse
+
+-- Misuse names the operation; errors.misuse positions it at the caller's line.
 local function misuse(op_id, fmt, ...)
-  error(format("scalekit: %s: " .. fmt, op_id, ...), 0)
+  errors_misuse("%s: " .. fmt, op_id, ...)
 end
 
 local function is_integral(v)
@@ -88,8 +88,9 @@ local function path_value(op_id, name, v)
   return encode(v)
 end
 
--- Per-operation data derived once: path pieces and sorted query names.
-local compiled = setmetatable({}, { __mode = "k" })
+-- Per-operation data derived once: path pieces and sorted query names (keyed by the
+-- entries of scalekit.operations, which live as long as the module).
+local compiled = {}
 
 local function compile(op)
   local c = compiled[op]

@@ -189,8 +189,10 @@ local function is_sequence(t)
   return t[1] ~= nil
 end
 
+local errors_misuse = require("scalekit.errors").misuse
+
 local function misuse(where, msg)
-  error("scalekit: " .. where .. ": " .. msg, 0)
+  errors_misuse("%s: %s", where, msg)
 end
 
 -- Turn (positional ids…, rest) into the params table of sk:call.

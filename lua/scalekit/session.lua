@@ -1,16 +1,19 @@
 --- The request engine behind a client: the client-credentials token, retries with
 --- backoff, the 401 → new token → retry-once rule, and JSON decoding.
 --
--- The policy is written once, here, and drives every transport: the libcurl core in
--- plain Lua and nginx init phases, cosockets inside OpenResty request handlers. A
--- transport is any object with
---   t:request(method, url, body, content_type, bearer)
---     -> status, body, retry_after, request_id, content_type, location
---     -> nil, kind, message, sent, permanent
--- and a token store any object with get() -> token, expires_at, needs_refresh /
--- set(token, expires_in, margin) / clear([token]) / close(), optionally
--- single_flight(old_token, old_expires_at, fetch) (the C vault of scalekit.core, or
--- the shared-dict store of scalekit.ngx).
+-- The policy is written once, here, and drives every transport. A session is built
+-- once by scalekit.new from the validated options and an environment (plain Lua:
+-- scalekit.new itself; OpenResty: scalekit/ngx/init.lua), and nothing patches it
+-- afterwards:
+--   env.transport  t:request(method, url, body, ctype, bearer) -> res | nil, err
+--                  (transport/curl.lua, transport/cosocket.lua)
+--   env.store      the token store: get() -> token, expires_at, needs_refresh;
+--                  set(token, expires_in, margin); clear([token]); close()
+--                  (the C vault of scalekit.core, or ngx/store.lua)
+--   env.sleep      sleep(seconds), blocking or yielding
+--   env.flight     f:run(name, fetch, peek, old, old_expires_at): one fetch at a
+--                  time (ngx/flight.lua; plain Lua has no concurrency: _M.DIRECT)
+--   env.jwks_cache get() -> text | nil; set(text, ttl)
 local errors = require "scalekit.errors"
 
 local _M = {}
@@ -19,23 +22,47 @@ local type = type
 local setmetatable = setmetatable
 local min = math.min
 local random = math.random
+local huge = math.huge
+local should_retry = errors.should_retry
 
 local json = require("cjson.safe").new()
 local json_decode = json.decode
-local null = json.null
-
--- Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2).
-local IDEMPOTENT = { GET = true, PUT = true, DELETE = true }
--- Answers retried automatically; 500 is left to the caller (err.retryable is true)
--- because a 500 after a write says nothing about whether the write happened.
-local RETRY_STATUS = { [429] = true, [502] = true, [503] = true, [504] = true }
 
 local Session = {}
 Session.__index = Session
 
----@param cfg table
-function _M.new(cfg)
-  return setmetatable(cfg, Session)
+--- The flight of plain Lua, where no other caller can run meanwhile: fetch, and
+--- when that fails, serve what the store still holds.
+_M.DIRECT = {
+  run = function(_, _, fetch, peek)
+    local v, extra = fetch()
+    if v then return v, extra end
+    local old, old_extra = peek()
+    if old then return old, old_extra end
+    return nil, extra
+  end,
+}
+
+---@param cfg table validated options (scalekit.config)
+---@param env table transport, store, sleep, flight, jwks_cache (see the module header)
+---@param secrets table token_form(), client_form(fields): the only holders of the secret
+function _M.new(cfg, env, secrets)
+  return setmetatable({
+    base_url = cfg.environment_url,
+    token_url = cfg.environment_url .. "/oauth/token",
+    max_retries = cfg.max_retries,
+    retry_backoff = cfg.retry_backoff,
+    retry_backoff_max = cfg.retry_backoff_max,
+    retry_after_max = cfg.retry_after_max,
+    token_refresh_margin = cfg.token_refresh_margin,
+    transport = env.transport,
+    store = env.store,
+    sleep = env.sleep,
+    flight = env.flight,
+    jwks_cache = env.jwks_cache,
+    token_form = secrets.token_form,
+    client_form = secrets.client_form,
+  }, Session)
 end
 
 -- Delay before retry number `attempt` (0-based): exponential, capped, with "equal
@@ -44,52 +71,47 @@ local function backoff(self, attempt)
   local d = min(self.retry_backoff_max, self.retry_backoff * 2 ^ attempt)
   return d / 2 + random() * d / 2
 end
-_M.backoff = backoff
 
--- One logical request: attempts, sleeps and (for API calls) the token dance.
--- Returns status, body, request_id, content_type on a 2xx, else nil, err.
+-- One logical request: attempts, sleeps and (with `use_token`) the token dance.
+-- `idempotent` overrides the method's retry rule (errors.should_retry).
+-- Returns the transport's res on a 2xx, else nil, err.
 local function perform(self, method, url, body, ctype, opname, use_token, idempotent)
-  local transport = self:transport()
+  local transport = self.transport
   local attempt, renewed = 0, false
-  if idempotent == nil then idempotent = IDEMPOTENT[method] end
   while true do
     local token, err
     if use_token then
       token, err = self:token()
       if not token then return nil, err end
     end
-    local status, rbody, retry_after, request_id, rctype = transport:request(method, url, body, ctype, token)
-    local wait, renew
-    if status == nil then
-      -- transport failure: rbody = kind, retry_after = message, request_id = sent,
-      -- rctype = permanent (an answer over max_body_size: the same again next time)
-      err = errors.from_transport(rbody, retry_after, opname)
-      if rctype then
-        err.retryable = false
+    local res
+    res, err = transport:request(method, url, body, ctype, token)
+    local wait
+    if res then
+      local status = res.status
+      if status >= 200 and status < 300 then return res end
+      if status == 401 and use_token and not renewed then
+        -- The token was revoked or expired early: forget it (only if nobody replaced
+        -- it meanwhile), get a new one, and try once more, at once. Never loops.
+        renewed = true
+        self.store:clear(token)
       else
-        wait = idempotent or request_id == false
+        local ra = errors.parse_retry_after(res.retry_after)
+        err = errors.from_response(status, res.body, {
+          request_id = res.request_id, retry_after = ra, operation = opname,
+        })
+        if should_retry(err, method, idempotent) then
+          if ra and ra > self.retry_after_max then return nil, err end
+          wait = ra or true
+        end
       end
-    elseif status >= 200 and status < 300 then
-      return status, rbody, request_id, rctype
-    elseif status == 401 and use_token and not renewed then
-      -- The token was revoked or expired early: forget it (only if nobody replaced
-      -- it meanwhile), get a new one, and try once more. Never loops.
-      renewed, renew = true, true
-      self.store:clear(token)
     else
-      local ra = errors.parse_retry_after(retry_after)
-      err = errors.from_response(status, rbody, {
-        request_id = request_id, retry_after = ra, operation = opname,
-      })
-      if RETRY_STATUS[status] and (idempotent or status == 429) then
-        if ra and ra > self.retry_after_max then return nil, err end
-        wait = ra or true
-      end
+      err.operation = opname
+      wait = should_retry(err, method, idempotent)
     end
-    -- the 401 renewal is immediate and not counted as a retry
-    if not renew then
+    if err then
       if not wait or attempt >= self.max_retries then return nil, err end
-      self.sleep(type(wait) == "number" and wait or backoff(self, attempt))
+      self.sleep(wait == true and backoff(self, attempt) or wait)
       attempt = attempt + 1
     end
   end
@@ -97,23 +119,17 @@ end
 
 -- Fetch a new client-credentials token and put it in the store.
 local function fetch_token(self)
-  local status, body, request_id = perform(self, "POST", self.token_url, self.token_form(),
-                                           "form", "oauth/token", false, true)
-  if not status then
-    local err = body
-    if err.kind == "http" and err.status and err.status < 500 and err.status ~= 429 then
-      err.kind = "auth"
-    end
-    return nil, err
-  end
-  local doc = json_decode(body)
+  local res, err = perform(self, "POST", self.token_url, self.token_form(), "form", "oauth/token", false,
+                           true)
+  if not res then return nil, errors.token_endpoint(err) end
+  local doc = json_decode(res.body)
   local token = type(doc) == "table" and doc.access_token
   if type(token) ~= "string" or token == "" or token:find("[%c ]") then
     return nil, errors.new("decode", "token endpoint answered without a usable access_token",
-                           { status = status, request_id = request_id, operation = "oauth/token" })
+                           { status = res.status, request_id = res.request_id, operation = "oauth/token" })
   end
   local expires_in = doc.expires_in
-  if expires_in == null or type(expires_in) ~= "number" or expires_in <= 0 then
+  if type(expires_in) ~= "number" or not (expires_in > 0 and expires_in < huge) then
     expires_in = 3600
   end
   -- refresh ahead of expiry: a minute early for day-long tokens, 10% for short ones
@@ -123,7 +139,9 @@ local function fetch_token(self)
   return token, expires_at
 end
 
---- The current access token, fetched or refreshed when needed.
+--- The current access token, fetched or refreshed when needed, by one caller at a
+--- time; a token that is still valid keeps serving while it is refreshed or when
+--- the refresh fails.
 ---@return string|nil token
 ---@return number|scalekit.Error expires_at_or_err
 function Session:token()
@@ -132,66 +150,51 @@ function Session:token()
   if token and not needs_refresh then
     return token, expires_at
   end
-  if store.single_flight then
-    -- shared stores (OpenResty) let one caller fetch while the others wait for it
-    return store:single_flight(token, expires_at, function() return fetch_token(self) end)
-  end
-  local new, res = fetch_token(self)
-  if new then return new, res end
-  if token then
-    -- Refresh failed but the old token is still valid: keep serving with it.
-    return token, expires_at
-  end
-  return nil, res
-end
-
---- The transport for the current context: the libcurl core unless a subclass (the
---- OpenResty integration) picks cosockets.
-function Session:transport()
-  return self.http
+  return self.flight:run("token", function() return fetch_token(self) end, function()
+    local t, e, stale = store:get()
+    return t, e, t ~= nil and not stale
+  end, token, expires_at)
 end
 
 function Session:invalidate_token()
   self.store:clear()
 end
 
---- Send an API request (Bearer) and decode its JSON answer.
+--- Send a request and decode its JSON answer. With `opts.bearer` (API calls) the
+--- client's token goes along; without it (OAuth, JWKS) none does.
+--- An empty 2xx body is `{}`; a body that is not a JSON object or array is a
+--- decode error (cjson's null is truthy and would pass as a result).
 ---@param method string
 ---@param path string path and query, starting with "/"
----@param body string|nil JSON text
----@param opname string operationId, for errors
+---@param body string|nil request body (JSON, or a form with ctype "form")
+---@param opname string operationId or endpoint, for errors
+---@param ctype string|nil "json" (default) | "form"
+---@param bearer boolean|nil send the client's token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
-function Session:api(method, path, body, opname)
-  local status, rbody, request_id = perform(self, method, self.base_url .. path, body,
-                                            "json", opname, true)
-  if not status then return nil, rbody end
-  if rbody == "" then return {} end
-  local doc = json_decode(rbody)
+function Session:request(method, path, body, opname, ctype, bearer)
+  local res, err = perform(self, method, self.base_url .. path, body, ctype or "json", opname, bearer)
+  if not res then return nil, err end
+  local text = res.body
+  if text == "" then return {} end
+  local doc = json_decode(text)
   if type(doc) ~= "table" then
-    -- invalid JSON, or JSON that is not an object or array (null is truthy in cjson)
     return nil, errors.new("decode", "response is not a JSON object", {
-      status = status, request_id = request_id, operation = opname,
+      status = res.status, request_id = res.request_id, operation = opname,
     })
   end
   return doc
 end
 
---- Send a request to a non-API endpoint (OAuth, JWKS) without the Bearer token.
----@return table|nil result
----@return scalekit.Error|nil err
-function Session:plain(method, path, body, ctype, opname)
-  local status, rbody, request_id = perform(self, method, self.base_url .. path, body,
-                                            ctype or "json", opname, false,
-                                            method == "GET" or nil)
-  if not status then return nil, rbody end
-  local doc = json_decode(rbody ~= "" and rbody or "{}")
-  if type(doc) ~= "table" then
-    return nil, errors.new("decode", "response is not valid JSON", {
-      status = status, request_id = request_id, operation = opname,
-    })
-  end
-  return doc
+--- Stats of the transport in use: {requests = n, connects = n}.
+function Session:stats()
+  return self.transport:stats()
+end
+
+--- Free the transport's connections and wipe the token store.
+function Session:close()
+  self.transport:close()
+  self.store:close()
 end
 
 return _M

@@ -89,21 +89,22 @@ function _M.client_step(sk, step)
   elseif kind == "raw" then
     -- one attempt through the transport of this context, as session.lua makes it
     local s = sk._s
-    local status, a, b, c, d, e = s:transport():request(step.method, step.url or (s.base_url .. step.path),
-                                                        step.body, "json", step.bearer)
-    if status then
-      out = { status = status, body = #a <= 256 and a or nil, body_len = #a, body_head = a:sub(1, 32),
-              retry_after = b, request_id = c, content_type = d, location = e }
+    local res, err = s.transport:request(step.method, step.url or (s.base_url .. step.path),
+                                         step.body, "json", step.bearer)
+    if res then
+      local a = res.body
+      out = { status = res.status, body = #a <= 256 and a or nil, body_len = #a, body_head = a:sub(1, 32),
+              retry_after = res.retry_after, request_id = res.request_id }
     else
-      out = { kind = a, message = b, sent = c }
+      out = { kind = err.kind, message = err.message, sent = err.sent }
     end
   elseif kind == "stats" then
-    out = sk._s:transport():stats()
+    out = sk:stats()
   elseif kind == "inspect" then
     -- neither the secret nor the current token in tostring() or any field
     local token = sk:token()
     local s = sk._s
-    local texts = { tostring(sk), tostring(s.http), tostring(s.store), tostring(s:transport()) }
+    local texts = { tostring(sk), tostring(s.transport), tostring(s.store) }
     out = { secret_clean = clean_of(sk, _M.CLIENT_SECRET) and clean_of(texts, _M.CLIENT_SECRET),
             token_clean = token == nil or clean_of(texts, token) }
   else

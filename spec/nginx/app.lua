@@ -27,8 +27,8 @@ local function err_fields(err)
 end
 
 local function transport_kind(sk)
-  local s = sk._s
-  return s:transport() == s.http and "libcurl" or "cosocket"
+  local t = sk._s.transport
+  return t:current() == t.curl and "libcurl" or "cosocket"
 end
 
 local function arg(name)
@@ -106,7 +106,7 @@ function _M.call()
   ngx.update_time()
   send({ ok = res ~= nil, err = err_fields(err), worker = ngx.worker.pid(),
          transport = sk and transport_kind(sk), elapsed = ngx.now() - t0,
-         stats = sk and sk._s.ngx_transport:stats() })
+         stats = sk and sk._s.transport.cosocket:stats() })
 end
 
 -- GET /t/stuck_lock?url=…: the token lock held by a worker that died (it expires
@@ -116,7 +116,7 @@ function _M.stuck_lock()
   local id = require("scalekit.ngx").token_id{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
                                                client_secret = scenarios.CLIENT_SECRET }
   dict:delete("scalekit:token:" .. id)
-  dict:set("scalekit:token-lock:" .. id, "held by a dead worker", 60)
+  dict:set("scalekit:lock:" .. id .. ":token", "held by a dead worker", 60)
   local sk = assert(scalekit.new{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
                                   client_secret = scenarios.CLIENT_SECRET, shared_dict = "scalekit",
                                   timeout = 0.5 })
@@ -124,8 +124,8 @@ function _M.stuck_lock()
   local res, err = sk:call(LIST, {})
   ngx.update_time()
   local elapsed = ngx.now() - t0
-  local still_locked = dict:get("scalekit:token-lock:" .. id) ~= nil
-  dict:delete("scalekit:token-lock:" .. id)
+  local still_locked = dict:get("scalekit:lock:" .. id .. ":token") ~= nil
+  dict:delete("scalekit:lock:" .. id .. ":token")
   sk:close()
   send({ ok = res ~= nil, err = err_fields(err), elapsed = elapsed, still_locked = still_locked })
 end

@@ -11,12 +11,12 @@
 -- nonce_mismatch, missing_scope, missing_permission. Messages never quote the token.
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
+local misuse = errors.misuse
 local cjson = require("cjson.safe").new()
 
 local type = type
 local pairs = pairs
 local ipairs = ipairs
-local error = error
 local tostring = tostring
 local os_time = os.time
 local str_find = string.find
@@ -75,7 +75,8 @@ end
 ---@return scalekit.Error? err
 function _M.decode(token)
   if type(token) ~= "string" then
-    error("scalekit.jwt: token must be a string, got " .. type(token), 2)
+    -- a token is data from the network (a missing header is nil): not a misuse
+    return fail("token_malformed", "token must be a string, got " .. type(token))
   end
   if #token > _M.MAX_TOKEN_SIZE then
     return fail("token_too_large", "token larger than " .. _M.MAX_TOKEN_SIZE .. " bytes")
@@ -120,11 +121,11 @@ end
 
 local function check_string_list(name, v)
   if type(v) ~= "table" then
-    error("scalekit.jwt: opts." .. name .. " must be a list of strings", 4)
+    misuse("jwt: opts.%s", name .. " must be a list of strings")
   end
   for i, s in ipairs(v) do
     if type(s) ~= "string" then
-      error("scalekit.jwt: opts." .. name .. "[" .. i .. "] must be a string", 4)
+      misuse("jwt: opts.%s", name .. "[" .. i .. "] must be a string")
     end
   end
 end
@@ -132,34 +133,34 @@ end
 local function check_opts(opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then
-    error("scalekit.jwt: opts must be a table", 3)
+    misuse("jwt: opts must be a table")
   end
   for k in pairs(opts) do
     if not VERIFY_OPTS[k] then
-      error("scalekit.jwt: unknown option " .. tostring(k), 3)
+      misuse("jwt: unknown option %s", tostring(k))
     end
   end
   if opts.issuer ~= nil and type(opts.issuer) ~= "string" then
-    error("scalekit.jwt: opts.issuer must be a string", 3)
+    misuse("jwt: opts.issuer must be a string")
   end
   local aud = opts.audience
   if aud ~= nil and type(aud) ~= "string" then check_string_list("audience", aud) end
   if opts.leeway ~= nil and (not finite(opts.leeway) or opts.leeway < 0) then
-    error("scalekit.jwt: opts.leeway must be a non-negative number", 3)
+    misuse("jwt: opts.leeway must be a non-negative number")
   end
   if opts.now ~= nil and not finite(opts.now) then
-    error("scalekit.jwt: opts.now must be a number", 3)
+    misuse("jwt: opts.now must be a number")
   end
   if opts.algorithms ~= nil then
     check_string_list("algorithms", opts.algorithms)
     for _, a in ipairs(opts.algorithms) do
       if not SUPPORTED[a] then
-        error("scalekit.jwt: opts.algorithms: unsupported algorithm " .. a, 3)
+        misuse("jwt: opts.algorithms: unsupported algorithm %s", a)
       end
     end
   end
   if opts.nonce ~= nil and type(opts.nonce) ~= "string" then
-    error("scalekit.jwt: opts.nonce must be a string", 3)
+    misuse("jwt: opts.nonce must be a string")
   end
   if opts.scopes ~= nil then check_string_list("scopes", opts.scopes) end
   if opts.permissions ~= nil then check_string_list("permissions", opts.permissions) end
@@ -229,11 +230,8 @@ end
 ---@return table? claims
 ---@return scalekit.Error? err
 function _M.verify(token, keys, opts)
-  if type(token) ~= "string" then
-    error("scalekit.jwt: token must be a string, got " .. type(token), 2)
-  end
   if type(keys) ~= "function" then
-    error("scalekit.jwt: keys must be a function kid -> PublicKey", 2)
+    misuse("jwt: keys must be a function kid -> PublicKey")
   end
   opts = check_opts(opts)
 
@@ -349,7 +347,7 @@ end
 ---@return userdata[] all every usable key, in document order (with or without kid)
 function _M.keys_from_jwks(jwks)
   if type(jwks) ~= "table" then
-    error("scalekit.jwt: jwks must be a table", 2)
+    misuse("jwt: jwks must be a table")
   end
   local by_kid, all = {}, {}
   local list = jwks.keys

@@ -12,11 +12,11 @@
 -- error messages.
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
+local misuse = errors.misuse
 local cjson = require("cjson.safe").new()
 
 local type = type
 local pairs = pairs
-local error = error
 local tostring = tostring
 local tonumber = tonumber
 local os_time = os.time
@@ -72,29 +72,29 @@ end
 
 local function check_args(raw_body, headers, secret, opts)
   if type(raw_body) ~= "string" then
-    error("scalekit.webhook: raw_body must be a string, got " .. type(raw_body), 3)
+    misuse("webhook: raw_body must be a string, got %s", type(raw_body))
   end
   if type(headers) ~= "table" then
-    error("scalekit.webhook: headers must be a table, got " .. type(headers), 3)
+    misuse("webhook: headers must be a table, got %s", type(headers))
   end
   if type(secret) ~= "string" then
-    error("scalekit.webhook: secret must be a string, got " .. type(secret), 3)
+    misuse("webhook: secret must be a string, got %s", type(secret))
   end
   if opts == nil then return {} end
   if type(opts) ~= "table" then
-    error("scalekit.webhook: opts must be a table", 3)
+    misuse("webhook: opts must be a table")
   end
   for k in pairs(opts) do
     if not VERIFY_OPTS[k] then
-      error("scalekit.webhook: unknown option " .. tostring(k), 3)
+      misuse("webhook: unknown option %s", tostring(k))
     end
   end
   local tol = opts.tolerance
   if tol ~= nil and tol ~= false and (type(tol) ~= "number" or tol ~= tol or tol < 0) then
-    error("scalekit.webhook: opts.tolerance must be a non-negative number or false", 3)
+    misuse("webhook: opts.tolerance must be a non-negative number or false")
   end
   if opts.now ~= nil and type(opts.now) ~= "number" then
-    error("scalekit.webhook: opts.now must be a number", 3)
+    misuse("webhook: opts.now must be a number")
   end
   return opts
 end

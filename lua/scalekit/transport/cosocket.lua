@@ -1,11 +1,10 @@
 --- HTTP/1.1 over ngx_lua cosockets: the transport of scalekit inside OpenResty request
---- handlers and timers (see scalekit/ngx.lua for when it is picked).
+--- handlers and timers (scalekit/ngx/phase.lua picks it).
 --
--- Same contract as the libcurl core (csrc/http.c), so that session.lua drives both:
---   t:request(method, url, body, content_type, bearer)
---     -> status, body, retry_after, request_id, content_type, location
---     -> nil, kind, message, sent, permanent   (kind "network"|"timeout"|"tls"; sent == false
---                                    when the request surely never left)
+-- Same contract as transport/curl.lua, so that session.lua drives both:
+--   res, err = t:request(method, url, body, content_type, bearer)
+--   res = { status =, body =, retry_after =, request_id = }
+--   err = errors.from_transport(kind, message, sent, permanent)
 --
 -- One call is one attempt and lasts at most `timeout` seconds in total (connect, TLS,
 -- send and the whole answer share one deadline); connecting plus the TLS handshake at
@@ -14,6 +13,8 @@
 -- name the same file there). A socket is put back into the keep-alive pool only after
 -- its answer was read completely and the server did not ask to close; anything else
 -- closes it. A socket never outlives the call that opened it.
+local errors = require "scalekit.errors"
+
 local _M = {}
 
 local ngx = ngx
@@ -24,6 +25,7 @@ local tonumber = tonumber
 local tostring = tostring
 local setmetatable = setmetatable
 local error = error
+local from_transport = errors.from_transport
 local floor = math.floor
 local min = math.min
 local find = string.find
@@ -32,7 +34,7 @@ local match = string.match
 local sub = string.sub
 local concat = table.concat
 
--- Response headers handed to the Lua layer, as in csrc/http.c (last one wins).
+-- Response header values handed to the Lua layer are cut here, as in csrc/http.c.
 local HVAL_MAX = 512
 local MAX_HEADERS = 100           -- header lines per answer
 local MAX_LINE = 16384            -- bytes of one status or header line
@@ -42,7 +44,6 @@ local CONTENT_TYPES = {
   json = "application/json",
   form = "application/x-www-form-urlencoded",
 }
-local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
 local SENDS_LENGTH = { POST = true, PUT = true, PATCH = true }
 
 -- returned by one attempt when a pooled connection turned out to be dead before any
@@ -56,18 +57,18 @@ function mt.__tostring(self)
   return "scalekit.ngx.Transport (" .. tostring(self.requests) .. " requests)"
 end
 
----@param opts table {timeout=, connect_timeout=, user_agent=, max_body_size=,
----                   keepalive_timeout=, keepalive_pool=, ca_file=}
-function _M.new(opts)
+---@param cfg table validated options (scalekit.config): timeout, connect_timeout,
+---                   user_agent, max_body_size, keepalive_timeout, keepalive_pool, ca_file
+function _M.new(cfg)
   return setmetatable({
-    timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout,
-    user_agent = opts.user_agent,
-    max_body = opts.max_body_size,
-    -- ngx_lua refuses a pool size below 1; a timeout of 0 keeps idle sockets forever
-    keepalive_ms = floor(opts.keepalive_timeout * 1000 + 0.5),
-    keepalive_pool = opts.keepalive_pool >= 1 and floor(opts.keepalive_pool) or 1,
-    ca_file = opts.ca_file or "",
+    timeout = cfg.timeout,
+    connect_timeout = cfg.connect_timeout,
+    user_agent = cfg.user_agent,
+    max_body = cfg.max_body_size,
+    -- a keepalive_timeout of 0 keeps idle sockets forever (ngx_lua's rule)
+    keepalive_ms = floor(cfg.keepalive_timeout * 1000 + 0.5),
+    keepalive_pool = cfg.keepalive_pool,
+    ca_file = cfg.ca_file or "",
     pools = {},            -- pool name -> connect options table (built once)
     requests = 0,
     connects = 0,
@@ -81,7 +82,7 @@ function Transport:stats()
 end
 
 local function url_error(msg)
-  error("scalekit: cosocket transport: " .. msg, 3)
+  errors.misuse("cosocket transport: %s", msg)
 end
 
 -- "https://host:port/path?q" -> parts; raises on what the C core refuses too.
@@ -141,9 +142,8 @@ local function read_bytes(sock, n, deadline)
   return sock:receive(n)
 end
 
-local TOO_LARGE = "response body larger than max_body_size"
 local function too_large(max)
-  return TOO_LARGE .. " (" .. tostring(max) .. " bytes)"
+  return "response body larger than max_body_size (" .. tostring(max) .. " bytes)"
 end
 
 -- Body in chunked transfer coding (RFC 9112 §7.1), trailers read and ignored.
@@ -157,7 +157,7 @@ local function read_chunked(sock, deadline, max)
     if not size then return nil, "network", "invalid chunked encoding in the answer" end
     if size == 0 then break end
     total = total + size
-    if total > max then return nil, "network", too_large(max) end
+    if total > max then return nil, "network", too_large(max), "permanent" end
     local data
     data, err = read_bytes(sock, size, deadline)
     if not data then return nil, kind_of(err), "reading the answer failed: " .. err end
@@ -190,15 +190,15 @@ local function read_until_close(sock, deadline, max)
       return nil, kind_of(err), "reading the answer failed: " .. err
     end
     total = total + #data
-    if total > max then return nil, "network", too_large(max) end
+    if total > max then return nil, "network", too_large(max), "permanent" end
     n = n + 1
     parts[n] = data
   end
 end
 
--- Status line and headers, then the body. Returns
---   status, body, retry_after, request_id, content_type, location, keepalive
--- or nil, kind, message, stale (stale: nothing of the answer arrived).
+-- Status line and headers, then the body. Returns res, keepalive, or nil, kind,
+-- message, flag: "stale" when nothing of the answer arrived (a pooled connection the
+-- server had closed), "permanent" when the same request would fail the same way.
 local function read_response(self, sock, method, deadline)
   local status, version, line, err, partial
   repeat
@@ -208,12 +208,12 @@ local function read_response(self, sock, method, deadline)
         return nil, "timeout", "timed out waiting for the answer (" .. self.timeout .. " s)"
       end
       return nil, "network", "connection closed before the answer (" .. err .. ")",
-             (partial == nil or partial == "") and status == nil
+             (partial == nil or partial == "") and status == nil and "stale" or nil
     end
     local v, code = match(line, "^HTTP/(%d%.%d) (%d%d%d)")
     if not v then return nil, "network", "invalid status line in the answer" end
     version, status = v, tonumber(code)
-    local retry_after, request_id, ctype, location, length, chunked, close
+    local retry_after, request_id, length, chunked, close
     local count = 0
     while true do
       line, err = read_line(sock, deadline)
@@ -244,10 +244,6 @@ local function read_response(self, sock, method, deadline)
         retry_after = value
       elseif name == "x-request-id" then
         request_id = value
-      elseif name == "content-type" then
-        ctype = value
-      elseif name == "location" then
-        location = value
       end
     end
     if status >= 200 or status == 101 then
@@ -258,10 +254,11 @@ local function read_response(self, sock, method, deadline)
       if status == 204 or status == 304 or method == "HEAD" then
         body = ""
       elseif chunked then
-        body, err, partial = read_chunked(sock, deadline, max)
-        if not body then return nil, err, partial end
+        local msg, flag
+        body, err, msg, flag = read_chunked(sock, deadline, max)
+        if not body then return nil, err, msg, flag end
       elseif length then
-        if length > max then return nil, "network", too_large(max) end
+        if length > max then return nil, "network", too_large(max), "permanent" end
         if length == 0 then
           body = ""
         else
@@ -269,11 +266,13 @@ local function read_response(self, sock, method, deadline)
           if not body then return nil, kind_of(err), "reading the answer failed: " .. err end
         end
       else
-        body, err, partial = read_until_close(sock, deadline, max)
-        if not body then return nil, err, partial end
+        local msg, flag
+        body, err, msg, flag = read_until_close(sock, deadline, max)
+        if not body then return nil, err, msg, flag end
         keepalive = false
       end
-      return status, body, retry_after, request_id, ctype, location, keepalive
+      return { status = status, body = body, retry_after = retry_after, request_id = request_id },
+             keepalive
     end
     -- 1xx interim answer: its headers are dropped, the final one follows
   until false
@@ -290,18 +289,23 @@ local function fresh_opts(opts)
   return f
 end
 
+-- A failure before anything was sent.
+local function unsent(kind, message)
+  return nil, from_transport(kind, message, false, false)
+end
+
 local function attempt(self, req, method, host, addr, port, https, opts, deadline, fresh)
   local sock = tcp()
   local connect_deadline = min(deadline, now() + self.connect_timeout)
   local ms = ms_until(connect_deadline)
-  if ms <= 0 then return nil, "timeout", "no time left to connect", false end
+  if ms <= 0 then return unsent("timeout", "no time left to connect") end
   sock:settimeout(ms)
   local ok, err = sock:connect(addr, port, fresh and fresh_opts(opts) or opts)
   if not ok then
     if err == "timeout" then
-      return nil, "timeout", "connect to " .. host .. ":" .. port .. " timed out", false
+      return unsent("timeout", "connect to " .. host .. ":" .. port .. " timed out")
     end
-    return nil, "network", "cannot connect to " .. host .. ":" .. port .. ": " .. tostring(err), false
+    return unsent("network", "cannot connect to " .. host .. ":" .. port .. ": " .. tostring(err))
   end
   local reused = sock:getreusedtimes() > 0
   if not reused then
@@ -310,7 +314,7 @@ local function attempt(self, req, method, host, addr, port, https, opts, deadlin
       ms = ms_until(connect_deadline)
       if ms <= 0 then
         sock:close()
-        return nil, "timeout", "connect to " .. host .. ":" .. port .. " timed out", false
+        return unsent("timeout", "connect to " .. host .. ":" .. port .. " timed out")
       end
       sock:settimeout(ms)
       local sni = match(host, "^%[(.*)%]$") or host
@@ -331,10 +335,10 @@ local function attempt(self, req, method, host, addr, port, https, opts, deadlin
       if not session then
         sock:close()
         if err == "timeout" then
-          return nil, "timeout", "TLS handshake with " .. host .. " timed out", false
+          return unsent("timeout", "TLS handshake with " .. host .. " timed out")
         end
-        return nil, "tls", "TLS handshake with " .. host .. " failed: " .. tostring(err)
-          .. " (trusted CAs come from lua_ssl_trusted_certificate)", false
+        return unsent("tls", "TLS handshake with " .. host .. " failed: " .. tostring(err)
+          .. " (trusted CAs come from lua_ssl_trusted_certificate)")
       end
     end
   end
@@ -342,7 +346,7 @@ local function attempt(self, req, method, host, addr, port, https, opts, deadlin
   ms = ms_until(deadline)
   if ms <= 0 then
     sock:close()
-    return nil, "timeout", "no time left to send the request", false
+    return unsent("timeout", "no time left to send the request")
   end
   sock:settimeout(ms)
   local sent
@@ -350,43 +354,34 @@ local function attempt(self, req, method, host, addr, port, https, opts, deadlin
   if not sent then
     sock:close()
     if reused and err ~= "timeout" then return STALE end
-    return nil, kind_of(err), "sending the request failed: " .. tostring(err), true
+    return nil, from_transport(kind_of(err), "sending the request failed: " .. tostring(err), true, false)
   end
 
-  local status, body, retry_after, request_id, ctype, location, keepalive =
-    read_response(self, sock, method, deadline)
-  if not status then
+  local res, keepalive, message, flag = read_response(self, sock, method, deadline)
+  if not res then
     sock:close()
-    -- body, retry_after, request_id = kind, message, stale
-    if request_id and reused then return STALE end
-    -- permanent (5th): an answer over max_body_size will be too large next time too
-    return nil, body, retry_after, true, type(retry_after) == "string" and find(retry_after, TOO_LARGE, 1, true) == 1
+    if flag == "stale" and reused then return STALE end
+    return nil, from_transport(keepalive, message, true, flag == "permanent")
   end
   if keepalive and not fresh then
     sock:setkeepalive(self.keepalive_ms, self.keepalive_pool)
   else
     sock:close()
   end
-  return status, body, retry_after, request_id, ctype, location
+  return res
 end
 
 --- One HTTP attempt; see the module header for the contract.
 ---@param method string GET|POST|PUT|PATCH|DELETE
 ---@param url string absolute http(s) URL
 ---@param body string|nil
----@param ctype string|nil "json" (default) | "form" (only without a token)
----@param bearer string|nil access token for the Authorization header
+---@param ctype string|nil "json" (default) | "form" (never with a token)
+---@param bearer string|nil access token for the Authorization header (the session
+---                         checked it when it came from the token endpoint)
+---@return table|nil res {status, body, retry_after, request_id}
+---@return scalekit.Error|nil err
 function Transport:request(method, url, body, ctype, bearer)
-  if not METHODS[method] then error("scalekit: cosocket transport: bad method", 2) end
-  if method == "GET" and body ~= nil then error("scalekit: cosocket transport: GET takes no body", 2) end
-  ctype = ctype or "json"
-  local content_type = CONTENT_TYPES[ctype]
-  if not content_type or (ctype == "form" and bearer ~= nil) then
-    error('scalekit: cosocket transport: content type must be "json", or "form" without a token', 2)
-  end
-  if bearer ~= nil and (type(bearer) ~= "string" or bearer == "" or find(bearer, "[%z\r\n]")) then
-    error("scalekit: cosocket transport: token must not be empty or contain NUL or line breaks", 2)
-  end
+  local content_type = CONTENT_TYPES[ctype or "json"]
   local host, addr, port, authority, path, https, opts = parse_url(self, url)
 
   -- the request as a list of pieces: cosocket send() joins them in C
@@ -413,14 +408,13 @@ function Transport:request(method, url, body, ctype, bearer)
 
   self.requests = self.requests + 1
   local deadline = now() + self.timeout
-  local status, b, ra, rid, ct, loc = attempt(self, req, method, host, addr, port, https, opts, deadline, false)
-  if status == STALE then
+  local res, err = attempt(self, req, method, host, addr, port, https, opts, deadline, false)
+  if res == STALE then
     -- like libcurl: a reused connection that died before any byte of the answer
     -- (closed by the server while idle) is not an answer; try once on a new one
-    status, b, ra, rid, ct, loc = attempt(self, req, method, host, addr, port, https, opts, deadline, true)
+    res, err = attempt(self, req, method, host, addr, port, https, opts, deadline, true)
   end
-  -- on failure: nil, kind, message, sent, permanent
-  return status, b, ra, rid, ct, loc
+  return res, err
 end
 
 return _M

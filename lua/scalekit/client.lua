@@ -1,0 +1,153 @@
+--- The client: `sk:call`, the iterators, the token, the resources (`sk.organizations`)
+--- and the auth methods, over one session built by scalekit.new.
+local errors = require "scalekit.errors"
+local operations = require "scalekit.operations"
+local request = require "scalekit.request"
+local paginate = require "scalekit.paginate"
+local resources = require "scalekit.resources"
+local auth = require "scalekit.auth"
+local jwks = require "scalekit.auth.jwks"
+
+local _M = {}
+
+local pairs = pairs
+local rawget = rawget
+local rawset = rawset
+local tostring = tostring
+local setmetatable = setmetatable
+local misuse = errors.misuse
+
+local json = require("cjson.safe").new()
+local json_encode = json.encode
+
+---@class scalekit.Client : scalekit.Auth
+---@field environment_url string
+---@field client_id string
+local Client = {}
+
+-- Control characters of a configured value, escaped for tostring().
+local function printable(s)
+  return (s:gsub("[%c\\]", function(c) return ("\\%03d"):format(c:byte()) end))
+end
+
+local Client_mt = {
+  -- methods first, then resource objects (sk.organizations, …), made on first use
+  __index = function(self, k)
+    local m = Client[k]
+    if m ~= nil then return m end
+    local r = resources.bind(self, k)
+    if r then rawset(self, k, r) end
+    return r
+  end,
+  __tostring = function(self)
+    return "scalekit.Client (" .. printable(self.environment_url) .. ", client_id="
+      .. printable(self.client_id) .. (rawget(self, "_closed") and ", closed)" or ")")
+  end,
+}
+
+--- A client over `session` (scalekit.session) for the validated options `cfg`.
+---@param cfg table
+---@param session table
+---@return scalekit.Client
+function _M.new(cfg, session)
+  return setmetatable({
+    environment_url = cfg.environment_url,
+    client_id = cfg.client_id,
+    _s = session,
+    _jwks = jwks.new(session, cfg),
+  }, Client_mt)
+end
+
+local function live(self)
+  if rawget(self, "_closed") then misuse("client is closed") end
+  return self._s
+end
+
+--- Call any operation of the API by its operationId.
+---@param operation_id string e.g. "OrganizationService_GetOrganization"
+---@param params table? path/query params by spec name, JSON body under `body`
+---@return table|nil result decoded JSON answer
+---@return scalekit.Error|nil err
+function Client:call(operation_id, params)
+  local s = live(self)
+  local op = operations[operation_id]
+  if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
+  local path, body = request.build(operation_id, op, params)
+  local text
+  if body ~= nil then
+    text = json_encode(body)
+    if not text then misuse("%s: body cannot be encoded as JSON", operation_id) end
+  elseif op.body == "required" then
+    text = "{}"
+  end
+  return s:request(op.method, path, text, operation_id, "json", true)
+end
+
+--- Iterate the items of a paged list: `for org in sk:each(op, params) do … end`.
+--- Raises the error table if a page fails.
+---@param operation_id string
+---@param params table?
+---@return fun():table|nil iterator
+function Client:each(operation_id, params)
+  live(self)
+  return paginate.each(self, operation_id, params)
+end
+
+--- Iterate the pages of a paged list: `for page in sk:pages(op, params) do … end`.
+---@param operation_id string
+---@param params table?
+---@return fun():table|nil iterator
+function Client:pages(operation_id, params)
+  live(self)
+  return paginate.pages(self, operation_id, params)
+end
+
+--- Collect all items of a paged list (up to opts.limit).
+---@param operation_id string
+---@param params table?
+---@param opts {limit: integer?}?
+---@return table|nil items
+---@return scalekit.Error|nil err
+function Client:all(operation_id, params, opts)
+  live(self)
+  return paginate.all(self, operation_id, params, opts)
+end
+
+--- The cached client-credentials access token, fetched when missing or about to expire.
+---@return string|nil token
+---@return number|scalekit.Error expires_at epoch seconds, or the error
+function Client:token()
+  return live(self):token()
+end
+
+--- Drop the cached token; the next call fetches a new one.
+function Client:invalidate_token()
+  live(self):invalidate_token()
+end
+
+--- Requests sent and connections opened by the transport in use:
+--- `{requests = n, connects = n}` (keep-alive shows as connects staying low).
+---@return {requests: integer, connects: integer}
+function Client:stats()
+  return live(self):stats()
+end
+
+--- Free the connections and wipe the token. Idempotent; the client is unusable after.
+function Client:close()
+  if rawget(self, "_closed") then return end
+  self._closed = true
+  self._s:close()
+end
+
+-- Login, token validation and webhooks (scalekit/auth/), refused once closed.
+for name, fn in pairs(auth.methods) do
+  Client[name] = function(self, ...)
+    live(self)
+    return fn(self, ...)
+  end
+end
+
+Client_mt.__gc = Client.close
+Client_mt.__close = Client.close
+
+return _M

@@ -1,0 +1,53 @@
+--- The libcurl transport: one HTTP attempt on the C core's reused easy handle
+--- (csrc/http.c), in the transport contract that session.lua drives:
+---   res, err = t:request(method, url, body, content_type, bearer)
+---   res = { status =, body =, retry_after =, request_id = }
+---   err = errors.from_transport(kind, message, sent, permanent)
+local core = require "scalekit.core"
+local errors = require "scalekit.errors"
+
+local _M = {}
+
+local setmetatable = setmetatable
+local from_transport = errors.from_transport
+
+local Curl = {}
+local mt = { __index = Curl }
+
+function mt.__tostring()
+  return "scalekit.transport.curl"
+end
+
+---@param cfg table validated options (scalekit.config)
+function _M.new(cfg)
+  return setmetatable({
+    http = core.http({
+      timeout = cfg.timeout,
+      connect_timeout = cfg.connect_timeout,
+      ca_file = cfg.ca_file,
+      user_agent = cfg.user_agent,
+      max_body_size = cfg.max_body_size,
+    }),
+  }, mt)
+end
+
+---@return table|nil res
+---@return scalekit.Error|nil err
+function Curl:request(method, url, body, ctype, bearer)
+  local status, a, b, c, d = self.http:request(method, url, body, ctype, bearer)
+  if status then
+    return { status = status, body = a, retry_after = b, request_id = c }
+  end
+  return nil, from_transport(a, b, c, d)
+end
+
+--- {requests = n, connects = n}: connects counts new connections.
+function Curl:stats()
+  return self.http:stats()
+end
+
+function Curl:close()
+  self.http:close()
+end
+
+return _M
