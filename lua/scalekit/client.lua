@@ -11,6 +11,7 @@ local jwks = require "scalekit.auth.jwks"
 local _M = {}
 
 local pairs = pairs
+local ipairs = ipairs
 local rawget = rawget
 local rawset = rawset
 local tostring = tostring
@@ -139,11 +140,17 @@ function Client:close()
   self._s:close()
 end
 
--- Login, token validation and webhooks (scalekit/auth/), refused once closed.
-for name, fn in pairs(auth.methods) do
-  Client[name] = function(self, ...)
-    live(self)
-    return fn(self, ...)
+-- Methods kept in their own modules (login, token validation and webhooks in
+-- scalekit/auth/, …), refused once closed. Each is a table name -> fn(client, ...).
+local MIXINS = {
+  auth.methods,
+}
+for _, methods in ipairs(MIXINS) do
+  for name, fn in pairs(methods) do
+    Client[name] = function(self, ...)
+      live(self)
+      return fn(self, ...)
+    end
   end
 end
 
