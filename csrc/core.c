@@ -14,5 +14,6 @@ __attribute__((visibility("default"))) int luaopen_scalekit_core(lua_State *L)
     sk_token_open(L);
     sk_http_open(L);
     sk_crypto_open(L);
+    sk_aead_open(L);
     return 1;
 }

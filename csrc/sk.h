@@ -16,6 +16,7 @@ SK_INTERNAL void sk_token_open(lua_State *L);  /* token.c:  core.token_vault()  
 SK_INTERNAL void sk_crypto_open(lua_State *L); /* crypto.c: base64, hmac, rsa, random */
 SK_INTERNAL void sk_util_open(lua_State *L);   /* util.c:   sleep, monotonic clock   */
 SK_INTERNAL void sk_url_open(lua_State *L);    /* url.c:    url_encode               */
+SK_INTERNAL void sk_aead_open(lua_State *L);   /* aead.c:   AES-256-GCM seal/open */
 
 /* Seconds on `id` (CLOCK_MONOTONIC for expiry and retry timing, CLOCK_REALTIME for
  * the epoch times users see). */

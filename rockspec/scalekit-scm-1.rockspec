@@ -58,6 +58,7 @@ build = {
   modules = {
     ["scalekit.core"] = {
       sources = {
+        "csrc/aead.c",
         "csrc/core.c",
         "csrc/crypto.c",
         "csrc/http.c",
