@@ -8,7 +8,7 @@ files["spec/**/*_spec.lua"] = { std = "+busted" }
 -- ngx is read-only in the OpenResty files and in the fake server
 files["lua/scalekit/ngx/**"] = { read_globals = { "ngx" } }
 files["lua/scalekit/transport/cosocket.lua"] = { read_globals = { "ngx" } }
-files["spec/server/**"] = { read_globals = { "ngx" } }
-files["spec/nginx/**"] = { read_globals = { "ngx" } }
+files["spec/support/fake/**"] = { read_globals = { "ngx" } }
+files["spec/support/app_handlers.lua"] = { read_globals = { "ngx" } }
 -- generated
 files["lua/scalekit/operations.lua"] = { max_line_length = false }

@@ -15,7 +15,7 @@ if os.getenv("SCALEKIT_ENVIRONMENT_URL") then
   os.exit(ok and 0 or 1)
 end
 
-local server = require "spec.helpers.server"
+local server = require "spec.support.fake"
 local srv = server.start{ workers = 1 }
 print("demo: no SCALEKIT_ENVIRONMENT_URL, using the local fake Scalekit at " .. srv.url)
 local ok, err = pcall(function()

@@ -1,4 +1,4 @@
--- `make fake [PORT=8088]`: the local fake Scalekit (nginx + ngx_lua, spec/server/) on
+-- `make fake [PORT=8088]`: the local fake Scalekit (nginx + ngx_lua, spec/support/fake/) on
 -- 127.0.0.1:PORT for your own code, seeded with a few records, until Ctrl-C or SIGTERM.
 -- Needs lua5.4 (or luajit), lua-cjson, nginx + libnginx-mod-http-lua and the curl CLI;
 -- not the C core.
@@ -6,8 +6,8 @@
 local root = (arg and arg[0] or ""):match("^(.*)/tools/[^/]*$") or "."
 package.path = root .. "/?.lua;" .. package.path
 
-local server = require("spec.helpers.server")
-local proc = require("spec.helpers.proc")
+local server = require("spec.support.fake")
+local proc = require("spec.support.proc")
 local cjson = require("cjson")
 
 local json = cjson.new()
@@ -86,7 +86,7 @@ if ok_seed then
   -- "interrupted!" at the next instruction: at once when the terminal's Ctrl-C also
   -- ends the `sleep`, else within a second. pcall turns it into a clean stop.
   -- SIGTERM ends this process; the server's watchdog then stops nginx and removes
-  -- its directory (spec/helpers/proc.lua).
+  -- its directory (spec/support/proc.lua).
   ok_seed, err = pcall(function()
     while true do
       local p = io.popen("sleep 1")

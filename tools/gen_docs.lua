@@ -1,7 +1,7 @@
 -- `make docs`: generate, from the resource map and the operations table,
 --   * the method reference of README.md (between the METHODS markers), and
 --   * types/scalekit.lua, LuaLS annotations of every resource method.
--- spec/resources_spec.lua fails when either is out of date.
+-- spec/unit/resources_spec.lua fails when either is out of date.
 --
 --   lua5.4 tools/gen_docs.lua            rewrite both files
 --   lua5.4 tools/gen_docs.lua --check    exit 1 if either would change

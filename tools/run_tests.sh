@@ -26,14 +26,17 @@ OUT=${TEST_OUT:-spec/tmp}
 rm -rf "$OUT/jobs"
 mkdir -p "$OUT/jobs"
 
-# Spec files, slowest first (measured); files not listed run after these.
-SLOW_FIRST="faults nginx client readme paginate server badinput examples luarocks auth
-  resources jwt webhook crypto request operations"
+# Spec files, slowest first (measured, by base name); files not listed run after these.
+SLOW_FIRST="nginx faults client server badinput readme luarocks auth paginate resources examples
+  session crypto jwt webhook errors request operations"
 spec_files() {
-  local listed=() f n
+  local listed=() f n d
   if [ -n "${SPECS:-}" ]; then echo "$SPECS"; return; fi
-  for n in $SLOW_FIRST; do [ -f "spec/${n}_spec.lua" ] && listed+=("spec/${n}_spec.lua"); done
-  for f in spec/*_spec.lua; do
+  for n in $SLOW_FIRST; do
+    for d in integration unit; do [ -f "spec/$d/${n}_spec.lua" ] && listed+=("spec/$d/${n}_spec.lua"); done
+  done
+  for f in spec/integration/*_spec.lua spec/unit/*_spec.lua; do
+    [ -f "$f" ] || continue
     case " ${listed[*]} " in *" $f "*) ;; *) listed+=("$f") ;; esac
   done
   echo "${listed[@]}"
@@ -60,9 +63,9 @@ start_job() {
 
 busted_job() { # suite lua build spec
   local suite=$1 lua=$2 build=$3 spec=$4
-  local base; base=$(basename "$spec" _spec.lua)
+  local base dir; base=$(basename "$spec" _spec.lua); dir=$(basename "$(dirname "$spec")")
   # cpath without ';': busted re-execs the interpreter through sh
-  start_job "$suite.$base" tap busted --lua="$lua" -o TAP --cpath="$build/?.so" ${BUSTED_ARGS:-} "$spec"
+  start_job "$suite.$dir.$base" tap busted --lua="$lua" -o TAP --cpath="$build/?.so" ${BUSTED_ARGS:-} "$spec"
 }
 
 T_START=$(now)
@@ -121,7 +124,7 @@ for name in "${JOB_NAMES[@]}"; do
     f=1; echo "not ok - $name (see $log)"; tail -n 30 "$log"
   fi
   grep -h '^# [A-Z].*:' "$log" 2>/dev/null | grep -v '^# Failure\|^# spec/' | head -n 5
-  printf '# %-28s %4d passed, %d failed  %6.1f s\n' "$name" "$p" "$f" "$secs"
+  printf '# %-34s %4d passed, %d failed  %6.1f s\n' "$name" "$p" "$f" "$secs"
   passed=$((passed + p)); failed=$((failed + f))
   SUITE_P[$suite]=$(( ${SUITE_P[$suite]:-0} + p ))
   SUITE_F[$suite]=$(( ${SUITE_F[$suite]:-0} + f ))

@@ -2,7 +2,7 @@
 # The C-touching specs over a core built with AddressSanitizer + UndefinedBehaviorSanitizer.
 #
 #   bash tools/sanitize.sh                 # all of SANITIZE_SPECS below
-#   SANITIZE_SPECS="spec/faults_spec.lua" bash tools/sanitize.sh
+#   SANITIZE_SPECS="spec/integration/faults_spec.lua" bash tools/sanitize.sh
 #
 # build-asan/scalekit/core.so is csrc/*.c built by gcc with -fsanitize=address,undefined,float-cast-overflow
 # -fno-omit-frame-pointer -fno-sanitize-recover=all. lua5.4 itself is not instrumented,
@@ -21,8 +21,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=build-asan
-SPECS=${SANITIZE_SPECS:-"spec/client_spec.lua spec/paginate_spec.lua spec/crypto_spec.lua spec/jwt_spec.lua
-  spec/webhook_spec.lua spec/faults_spec.lua spec/badinput_spec.lua"}
+SPECS=${SANITIZE_SPECS:-"spec/integration/client_spec.lua spec/integration/paginate_spec.lua spec/unit/crypto_spec.lua spec/unit/jwt_spec.lua
+  spec/unit/webhook_spec.lua spec/integration/faults_spec.lua spec/integration/badinput_spec.lua"}
 CC=${CC:-gcc}
 SAN="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all"
 

@@ -1,8 +1,8 @@
 -- Login with Scalekit end to end against the fake (authorize → code → tokens →
 -- validation → logout), PKCE, refresh, JWKS caching and rate limiting, and the
 -- client's webhook methods. Tokens for the reject cases are signed by the openssl CLI.
-local helpers = require "spec.helpers.client"
-local server = require "spec.helpers.server"
+local helpers = require "spec.support.client"
+local server = require "spec.support.fake"
 local scalekit = require "scalekit"
 local errors = require "scalekit.errors"
 

@@ -3,8 +3,8 @@
 -- and path parameters that try to change the route. The outcome is always a clear Lua
 -- error or a value encoded safely (asserted on the fake's raw request log), never a
 -- crash (a crash ends the busted process: no TAP plan, a failed suite).
-local helpers = require "spec.helpers.client"
-local server = require "spec.helpers.server"
+local helpers = require "spec.support.client"
+local server = require "spec.support.fake"
 local scalekit = require "scalekit"
 local errors = require "scalekit.errors"
 local request = require "scalekit.request"

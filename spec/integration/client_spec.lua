@@ -1,7 +1,7 @@
 -- The client against the fake Scalekit over real loopback sockets: token cache,
 -- retries, errors, keep-alive, request encoding, misuse and lifecycle.
-local helpers = require "spec.helpers.client"
-local server = require "spec.helpers.server"
+local helpers = require "spec.support.client"
+local server = require "spec.support.fake"
 local scalekit = require "scalekit"
 local errors = require "scalekit.errors"
 

@@ -1,6 +1,6 @@
 -- Every script of examples/ runs to success against the fake Scalekit.
-local helpers = require "spec.helpers.client"
-local server = require "spec.helpers.server"
+local helpers = require "spec.support.client"
+local server = require "spec.support.fake"
 
 local LUA = helpers.LUA
 local CPATH = helpers.BUILD .. "/?.so;;"

@@ -1,12 +1,12 @@
 -- Faults of the network and of the server, against the fake Scalekit (its fault queue)
--- and against raw misbehaving servers (spec/helpers/rawserver.lua): for each, the
+-- and against raw misbehaving servers (spec/support/raw.lua): for each, the
 -- documented err.kind, no crash, no secret in the error, and the same client (or the
 -- same core.http handle, when the fault is the address itself) working afterwards.
 -- Everything stays on 127.0.0.1: the DNS failure uses a name the resolver refuses
 -- before sending any query, the connect timeout a local listener with a full backlog.
-local helpers = require "spec.helpers.client"
-local server = require "spec.helpers.server"
-local rawserver = require "spec.helpers.rawserver"
+local helpers = require "spec.support.client"
+local server = require "spec.support.fake"
+local rawserver = require "spec.support.raw"
 local scalekit = require "scalekit"
 local errors = require "scalekit.errors"
 local core = require "scalekit.core"

@@ -7,7 +7,7 @@
 -- install runs on a copy of the checkout's csrc/, lua/, rockspec/ and README.md, so
 -- that two runs at once (Lua 5.4 and LuaJIT busted) never share object files and the
 -- checkout stays clean. One build per target per spec run.
-local server = require "spec.helpers.server"
+local server = require "spec.support.fake"
 
 local quote, run = server._quote, server._run
 

@@ -1,14 +1,14 @@
 -- OpenResty integration: a real nginx running an app that uses scalekit (cosockets,
 -- the shared-dict token cache, the phase rules), against the fake Scalekit.
 --
--- Two nginx: the fake (spec/helpers/server.lua) and the app (spec/nginx/launcher.lua,
--- handlers in spec/nginx/app.lua). The app's requests to the fake go over real
+-- Two nginx: the fake (spec/support/fake.lua) and the app (spec/support/app.lua,
+-- handlers in spec/support/app_handlers.lua). The app's requests to the fake go over real
 -- loopback sockets. The test process drives the app with the curl CLI.
-local helpers = require "spec.helpers.client"
-local server = require "spec.helpers.server"
-local rawserver = require "spec.helpers.rawserver"
-local launcher = require "spec.nginx.launcher"
-local scenarios = require "spec.helpers.scenarios"
+local helpers = require "spec.support.client"
+local server = require "spec.support.fake"
+local rawserver = require "spec.support.raw"
+local launcher = require "spec.support.app"
+local scenarios = require "spec.support.scenarios"
 local scalekit = require "scalekit"
 
 local cjson_null = require("cjson").null
@@ -59,15 +59,15 @@ describe("OpenResty", function()
     local other_ca = make_other_ca(other_dir)
     local function loc(path, handler, extra)
       return "        location = " .. path .. " { " .. (extra or "")
-        .. " content_by_lua_block { require(\"spec.nginx.app\")." .. handler .. "() } }\n"
+        .. " content_by_lua_block { require(\"spec.support.app_handlers\")." .. handler .. "() } }\n"
     end
     app = launcher.start{
       workers = 1,
       http = table.concat({
         "    lua_shared_dict scalekit 1m;",
         "    lua_shared_dict app_results 1m;",
-        "    init_by_lua_block { require(\"spec.nginx.app\").init(\"" .. srv.url .. "\") }",
-        "    init_worker_by_lua_block { require(\"spec.nginx.app\").init_worker() }",
+        "    init_by_lua_block { require(\"spec.support.app_handlers\").init(\"" .. srv.url .. "\") }",
+        "    init_worker_by_lua_block { require(\"spec.support.app_handlers\").init_worker() }",
       }, "\n"),
       server = table.concat({
         loc("/t/step", "step"), loc("/t/close", "close_run"), loc("/t/call", "call"),
@@ -77,24 +77,24 @@ describe("OpenResty", function()
         loc("/t/init_client", "init_client"),
         [[
         location = /t/set_phase {
-            set_by_lua_block $sk_result { return require("spec.nginx.app").set_phase() }
+            set_by_lua_block $sk_result { return require("spec.support.app_handlers").set_phase() }
             return 200 $sk_result;
         }
         location = /t/log_phase {
             content_by_lua_block { ngx.say("ok") }
-            log_by_lua_block { require("spec.nginx.app").no_io() }
+            log_by_lua_block { require("spec.support.app_handlers").no_io() }
         }
         location = /t/header_filter_phase {
             content_by_lua_block { ngx.say("ok") }
-            header_filter_by_lua_block { require("spec.nginx.app").no_io() }
+            header_filter_by_lua_block { require("spec.support.app_handlers").no_io() }
         }
         location = /t/body_filter_phase {
             content_by_lua_block { ngx.say("ok") }
-            body_filter_by_lua_block { require("spec.nginx.app").no_io() }
+            body_filter_by_lua_block { require("spec.support.app_handlers").no_io() }
         }
         location = /t/log_timer {
             content_by_lua_block { ngx.say("ok") }
-            log_by_lua_block { require("spec.nginx.app").log_with_timer() }
+            log_by_lua_block { require("spec.support.app_handlers").log_with_timer() }
         }
 ]],
         loc("/t/tls_good", "call", "lua_ssl_trusted_certificate " .. srv_tls.ca_file
@@ -177,7 +177,7 @@ describe("OpenResty", function()
 
   ---------------------------------------------------------------------------
   -- wire edge cases: one attempt on each transport against misbehaving servers
-  -- (spec/helpers/rawserver.lua); the two summaries must be the same
+  -- (spec/support/raw.lua); the two summaries must be the same
   ---------------------------------------------------------------------------
 
   describe("wire edge cases (one attempt, same outcome on libcurl and cosockets)", function()
@@ -301,7 +301,8 @@ describe("OpenResty", function()
         app2 = launcher.start{
           workers = 2, reuseport = true,
           http = "    lua_shared_dict scalekit 1m;\n    lua_shared_dict app_results 1m;",
-          server = "        location = /t/call { content_by_lua_block { require(\"spec.nginx.app\").call() } }",
+          server = "        location = /t/call { content_by_lua_block"
+            .. " { require(\"spec.support.app_handlers\").call() } }",
         }
       end)
 
@@ -390,7 +391,7 @@ describe("OpenResty", function()
       it("raise the documented error where no I/O is allowed (" .. phase .. ")", function()
         local msg = "scalekit: no I/O in the " .. phase .. " phase; use ngx.timer.at"
         -- positioned at the caller's line (the app), never inside the library
-        local pattern = "failed to run " .. phase .. "_by_lua%*: [^ ]*/app/spec/nginx/app%.lua:%d+: "
+        local pattern = "failed to run " .. phase .. "_by_lua%*: [^ ]*/app/spec/support/app_handlers%.lua:%d+: "
           .. msg:gsub("%p", "%%%0")
         allowed[#allowed + 1] = pattern
         os.execute("curl -s -o /dev/null --max-time 2 " .. app.url .. "/t/" .. phase .. "_phase")

@@ -1,7 +1,7 @@
 -- Pagination over the fake Scalekit: thousands of records, one page in memory,
 -- early break, errors in the middle of a loop.
-local helpers = require "spec.helpers.client"
-local server = require "spec.helpers.server"
+local helpers = require "spec.support.client"
+local server = require "spec.support.fake"
 local errors = require "scalekit.errors"
 
 local LIST = "OrganizationService_ListOrganization"

@@ -18,9 +18,9 @@
 -- This process never loads scalekit (no curl_global_init here): webhooks are signed
 -- with the openssl CLI and tokens by the fake's key (Server:sign_jwt).
 local cjson = require "cjson"
-local proc = require "spec.helpers.proc"
-local server = require "spec.helpers.server"
-local util = require "spec.helpers.crypto_util"
+local proc = require "spec.support.proc"
+local server = require "spec.support.fake"
+local util = require "spec.support.crypto_util"
 
 local json = cjson.new()
 local quote, run, sh = proc.quote, proc.run, proc.sh

@@ -1,9 +1,9 @@
--- Self-test of the fake Scalekit (spec/helpers/server.lua + spec/server/).
+-- Self-test of the fake Scalekit (spec/support/fake.lua + spec/support/fake/).
 -- Talks to it with the curl CLI, except the stateful-resources block (the real client). Runs on lua5.4 and luajit.
 package.path = "./?.lua;" .. package.path
 
-local server = require("spec.helpers.server")
-local proc = require("spec.helpers.proc")
+local server = require("spec.support.fake")
+local proc = require("spec.support.proc")
 local cjson = require("cjson")
 
 local json = cjson.new()
@@ -143,7 +143,7 @@ describe("fake scalekit", function()
       local s = start({
         extra_http = "lua_shared_dict hello_extra 1m;",
         extra_server = "location = /hello_app { content_by_lua_block { require('hello_app').run() } }",
-        lua_package_path = "spec/server/fixtures/?.lua",
+        lua_package_path = "spec/support/fake/fixtures/?.lua",
       })
       local conf = read_file(s.prefix .. "/nginx.conf")
       assert.truthy(conf:find('lua_package_path "/', 1, true))
@@ -747,7 +747,7 @@ end)
 -- The stateful resources through the real client; every answer's field names are
 -- checked against the response schema of its operation in api/openapi.json.
 describe("fake scalekit stateful resources, through the client", function()
-  local helpers = require("spec.helpers.client")
+  local helpers = require("spec.support.client")
   local openapi = json.decode(read_file("api/openapi.json"))
   local srv, sk
 

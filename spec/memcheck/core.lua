@@ -3,7 +3,7 @@
 package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
-local server = require "spec.helpers.server"
+local server = require "spec.support.fake"
 local scalekit = require "scalekit"
 local core = require "scalekit.core"
 

@@ -7,7 +7,7 @@ package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
 package.cpath = (rawget(_G, "jit") and "build-luajit/?.so;" or "build/?.so;") .. package.cpath
 
 local core = require "scalekit.core"
-local util = require "spec.helpers.crypto_util"
+local util = require "spec.support.crypto_util"
 
 local ROUNDS = tonumber(os.getenv("SK_MEMCHECK_ROUNDS") or "") or 100
 

@@ -5,8 +5,8 @@
 package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
-local server = require "spec.helpers.server"
-local rawserver = require "spec.helpers.rawserver"
+local server = require "spec.support.fake"
+local rawserver = require "spec.support.raw"
 local scalekit = require "scalekit"
 local core = require "scalekit.core"
 

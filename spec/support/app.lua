@@ -1,7 +1,7 @@
 -- Starts the test application's nginx (OpenResty-style: ngx_lua + scalekit) for
--- spec/nginx_spec.lua, beside the fake Scalekit of spec/helpers/server.lua.
+-- spec/integration/nginx_spec.lua, beside the fake Scalekit of spec/support/fake.lua.
 --
---   local launcher = require "spec.nginx.launcher"
+--   local launcher = require "spec.support.app"
 --   local app = launcher.start{ workers = 1, http = "…", server = "…" }
 --   app.url, app:get("/t/call?…"), app:parallel("/t/call?…", 50), app:stop()
 --
@@ -11,7 +11,7 @@
 -- the prefix, world-readable: the workers run as `nobody` and the checkout need not
 -- be readable by them.
 local cjson = require "cjson"
-local proc = require "spec.helpers.proc"
+local proc = require "spec.support.proc"
 
 local json = cjson.new()
 local run, quote, sh = proc.run, proc.quote, proc.sh
@@ -60,12 +60,11 @@ local function install(prefix)
   local core = CWD .. "/build-luajit/scalekit/core.so"
   assert(sh("test -f " .. quote(core)), "build-luajit/scalekit/core.so is missing: run make LUA=luajit")
   local cmds = {
-    "mkdir -p " .. quote(prefix .. "/lib/scalekit") .. " " .. quote(prefix .. "/app/spec/helpers")
-      .. " " .. quote(prefix .. "/app/spec/nginx"),
+    "mkdir -p " .. quote(prefix .. "/lib/scalekit") .. " " .. quote(prefix .. "/app/spec/support"),
     "cp -R " .. quote(CWD .. "/lua") .. " " .. quote(prefix .. "/lua"),
     "cp " .. quote(core) .. " " .. quote(prefix .. "/lib/scalekit/"),
-    "cp " .. quote(CWD .. "/spec/helpers/scenarios.lua") .. " " .. quote(prefix .. "/app/spec/helpers/"),
-    "cp " .. quote(CWD .. "/spec/nginx/app.lua") .. " " .. quote(prefix .. "/app/spec/nginx/"),
+    "cp " .. quote(CWD .. "/spec/support/scenarios.lua") .. " " .. quote(prefix .. "/app/spec/support/"),
+    "cp " .. quote(CWD .. "/spec/support/app_handlers.lua") .. " " .. quote(prefix .. "/app/spec/support/"),
     "chmod -R a+rX " .. quote(prefix),
   }
   for _, c in ipairs(cmds) do assert(sh(c), c) end

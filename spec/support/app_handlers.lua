@@ -1,9 +1,9 @@
 -- luacheck: globals ngx
--- The test application of spec/nginx_spec.lua: handlers of an OpenResty app that
--- uses scalekit, run inside the app nginx started by spec/nginx/launcher.lua. Every
+-- The test application of spec/integration/nginx_spec.lua: handlers of an OpenResty app that
+-- uses scalekit, run inside the app nginx started by spec/support/app.lua. Every
 -- answer is JSON describing what the client returned, for the spec to assert on.
 local scalekit = require "scalekit"
-local scenarios = require "spec.helpers.scenarios"
+local scenarios = require "spec.support.scenarios"
 local cjson = require "cjson"
 
 local ngx = ngx
@@ -167,7 +167,7 @@ function _M.validate_cached()
 end
 
 -- GET /t/raw?base=…&path=…[&timeout=…&max_body_size=…&ca=…]: one attempt of the
--- cosocket transport, summarized like the libcurl one (spec/helpers/scenarios.lua)
+-- cosocket transport, summarized like the libcurl one (spec/support/scenarios.lua)
 function _M.raw()
   local sk = assert(scalekit.new{
     environment_url = arg("base"), client_id = "skc_raw", client_secret = scenarios.CLIENT_SECRET,

@@ -44,4 +44,18 @@ function _M.count_requests(srv, pattern)
   return n
 end
 
+--- Calls fn(resource, verb, spec) for every method of the resource map, sorted.
+function _M.each_method(fn)
+  local map = require("scalekit.resources").MAP
+  local names = {}
+  for r in pairs(map) do names[#names + 1] = r end
+  table.sort(names)
+  for _, r in ipairs(names) do
+    local verbs = {}
+    for v in pairs(map[r]) do verbs[#verbs + 1] = v end
+    table.sort(verbs)
+    for _, v in ipairs(verbs) do fn(r, v, map[r][v]) end
+  end
+end
+
 return _M

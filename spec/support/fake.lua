@@ -1,7 +1,7 @@
 -- Local fake Scalekit for the specs, the demo and the benchmark: a real nginx
 -- + ngx_lua server on 127.0.0.1, started and stopped from Lua.
 --
---   local server = require "spec.helpers.server"
+--   local server = require "spec.support.fake"
 --   local srv = server.start{ workers = 1, token_ttl = 3600, tls = false }
 --   srv.url                   -- "http://127.0.0.1:PORT" / "https://localhost:PORT"
 --   srv:admin("GET", "/_admin/stats")
@@ -9,9 +9,9 @@
 --
 -- The helper talks to the server with the curl CLI only (never with the
 -- project's own HTTP code, which is what is being tested). Works on Lua 5.1 /
--- LuaJIT and 5.4. See spec/server/*.lua for the server side.
+-- LuaJIT and 5.4. See spec/support/fake/*.lua for the server side.
 local cjson = require("cjson")
-local proc = require("spec.helpers.proc")
+local proc = require("spec.support.proc")
 
 local json = cjson.new()
 local quote, run, sh, sleep = proc.quote, proc.run, proc.sh, proc.sleep
@@ -40,7 +40,7 @@ local OPTION_TYPES = {
   oidc = "boolean",
 }
 
--- shell / process helpers: spec/helpers/proc.lua (ports, nginx too)
+-- shell / process helpers: spec/support/proc.lua (ports, nginx too)
 _M._pid_alive = pid_alive
 
 -- Working directory and absolute directory of this file, resolved at load time.
@@ -54,7 +54,7 @@ do
   end
   HELPER_DIR = dir
 end
-local SERVER_DIR = HELPER_DIR .. "/../server"
+local SERVER_DIR = HELPER_DIR .. "/fake"
 
 -- Convert integral floats back to integers on 5.3+ (cjson 2.1.0 decodes every
 -- number as a float there).

@@ -1,13 +1,13 @@
 -- Shell and process helpers shared by the test infrastructure that starts real
--- nginx servers: spec/helpers/server.lua, spec/helpers/rawserver.lua,
--- spec/nginx/launcher.lua and spec/server_spec.lua.
+-- nginx servers: spec/support/fake.lua, spec/support/raw.lua,
+-- spec/support/app.lua and spec/integration/server_spec.lua.
 --
---   local proc = require "spec.helpers.proc"
+--   local proc = require "spec.support.proc"
 --   local out, rc = proc.run("ls")     -- stdout and exit code
 --   proc.sh("true")                    -- true when the exit code is 0
 --
 -- Runs in the busted process (Lua 5.1 / LuaJIT and 5.4), never inside nginx:
--- spec/server/*.lua must not depend on it. os.execute and popen:close return
+-- spec/support/fake/*.lua must not depend on it. os.execute and popen:close return
 -- different things on 5.1 and 5.4, so nothing here relies on them: the exit
 -- code travels through the command's output.
 local _M = {}

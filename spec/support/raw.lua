@@ -3,7 +3,7 @@
 -- listener whose accept queue is full (a local connect timeout). Nothing here ever
 -- talks to another machine.
 --
---   local rawserver = require "spec.helpers.rawserver"
+--   local rawserver = require "spec.support.raw"
 --   local rs = rawserver.start{ tls = true }   -- tls: also the certificate variants
 --   rs.url                  -- "http://127.0.0.1:PORT"
 --   rs.tls_url.good         -- "https://localhost:PORT": certificate signed by rs.ca_file
@@ -36,8 +36,8 @@
 --   continue            "100 Continue" then 200 JSON (two header blocks)
 --   bad_length          two different Content-Length headers
 --   ok_https            like ok (on the TLS ports every scenario works the same)
--- The helper talks to the server with the curl CLI only, like spec/helpers/server.lua.
-local proc = require "spec.helpers.proc"
+-- The helper talks to the server with the curl CLI only, like spec/support/fake.lua.
+local proc = require "spec.support.proc"
 
 local _M = {}
 

@@ -143,7 +143,7 @@ local LIST = "OrganizationService_ListOrganization"
 local CALL = { client = "call", op = LIST }
 local TOKEN = { client = "token" }
 
--- group, name, client overrides, steps, check — mirrors spec/client_spec.lua
+-- group, name, client overrides, steps, check — mirrors spec/integration/client_spec.lua
 local list = {
   -- token ------------------------------------------------------------------------------
   { group = "token", name = "is fetched once for many calls",

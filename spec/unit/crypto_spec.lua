@@ -1,12 +1,12 @@
 -- Crypto of the C core: base64, SHA-256, HMAC, constant_eq, random bytes, JWK
 -- public keys and JWS signature verification, checked against the openssl CLI.
-require "spec.helpers.client" -- package paths for this runtime
+require "spec.support.client" -- package paths for this runtime
 
 local core = require "scalekit.core"
 
 -- helpers ------------------------------------------------------------------
 
-local util = require "spec.helpers.crypto_util"
+local util = require "spec.support.crypto_util"
 local hex, unhex, readfile, writefile, run = util.hex, util.unhex, util.readfile, util.writefile, util.run
 local b64url, rsa_jwk, ec_jwk, cli_sign = util.b64url, util.rsa_jwk, util.ec_jwk, util.cli_sign
 local CURVE_SIZE = util.CURVE_SIZE

@@ -1,5 +1,5 @@
 -- scalekit.jwt: tokens built here and signed with the openssl CLI.
-require "spec.helpers.client" -- package paths for this runtime
+require "spec.support.client" -- package paths for this runtime
 
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
@@ -8,7 +8,7 @@ local cjson = require("cjson.safe").new()
 
 -- helpers ------------------------------------------------------------------
 
-local util = require "spec.helpers.crypto_util"
+local util = require "spec.support.crypto_util"
 local hex, readfile, writefile, run = util.hex, util.readfile, util.writefile, util.run
 local b64url, rsa_jwk, ec_jwk, cli_sign = util.b64url, util.rsa_jwk, util.ec_jwk, util.cli_sign
 

@@ -1,8 +1,8 @@
--- spec/operations_spec.lua: lua/scalekit/operations.lua against Scalekit's OpenAPI
+-- spec/unit/operations_spec.lua: lua/scalekit/operations.lua against Scalekit's OpenAPI
 -- description, read here on its own (not through the generator), and against a fresh run
 -- of tools/gen_operations.lua so that the committed file cannot drift.
 --
--- Run from the repository root: busted --lua=lua5.4 spec/operations_spec.lua
+-- Run from the repository root: busted --lua=lua5.4 spec/unit/operations_spec.lua
 -- The description is the repository's api/openapi.json, or $SCALEKIT_OPENAPI.
 
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
@@ -16,7 +16,7 @@ local GENERATOR = "tools/gen_operations.lua"
 local HTTP_METHODS = { "get", "put", "post", "delete", "options", "head", "patch", "trace" }
 local FIELDS = {
   method = true, path = true, tag = true, summary = true, path_params = true, query = true,
-  required = true, body = true, paging = true, items = true,
+  required = true, body = true, paging = true, items = true, fields = true, empty = true,
 }
 local QUERY_TYPES = { string = true, integer = true, number = true, boolean = true, array = true }
 
@@ -314,6 +314,25 @@ describe("scalekit.operations", function()
         if paging then
           assert.is_string(actual.items, "a paged operation names its items")
         end
+
+        -- Body fields: exactly the properties of the request body schema (when it
+        -- lists any), and `empty` exactly when the success answer has no properties.
+        local rb = deref(op.requestBody)
+        local media = rb and rb.content and rb.content["application/json"]
+        local bschema = media and deref(media.schema)
+        local bprops = {}
+        if bschema then
+          for _, part in ipairs(bschema.allOf or {}) do
+            for name in pairs(deref(part).properties or {}) do bprops[name] = true end
+          end
+          for name in pairs(bschema.properties or {}) do bprops[name] = true end
+        end
+        if actual.fields then
+          assert.are.same(sorted_keys(bprops), sorted_keys(actual.fields), "body fields")
+        elseif bschema and not bschema.additionalProperties then
+          assert.are.same({}, sorted_keys(bprops), "a body with properties has fields")
+        end
+        assert.are.equal(next(props) == nil or nil, actual.empty, "empty")
       end)
     end)
   end

@@ -1,6 +1,6 @@
 -- Request building for all 111 operations, checked against the OpenAPI file itself
 -- (not against the generated table), and the encoding rules one by one.
-require "spec.helpers.client"
+require "spec.support.client"
 local request = require "scalekit.request"
 local operations = require "scalekit.operations"
 local cjson = require "cjson"

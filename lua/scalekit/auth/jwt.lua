@@ -8,11 +8,22 @@
 -- Failures are `nil, err` with `err.kind == "auth"` and `err.error_code` one of:
 -- token_malformed, token_too_large, alg_not_allowed, unknown_kid, bad_signature,
 -- token_expired, token_not_yet_valid, issuer_mismatch, audience_mismatch,
--- nonce_mismatch, missing_scope, missing_permission. Messages never quote the token.
+-- azp_mismatch, nonce_mismatch, missing_scope, missing_permission. Messages never
+-- quote the token.
+--
+-- Headers and payloads are decoded strictly (scalekit.json: no NaN, Infinity or hex
+-- numbers, which lua-cjson would accept): anything else is token_malformed. The
+-- time claims exp/nbf/iat must be finite NumericDates in [0, 253402300799] (up to
+-- 9999-12-31), fractions allowed (RFC 7519 2); a huge `exp` is malformed, not
+-- "never expires".
+--
+-- A JWK that declares `alg` (RFC 7517 4.4) only verifies tokens of that algorithm:
+-- a PS256 token does not verify with a key published for RS256 (alg_not_allowed);
+-- a key whose `alg` is not one we verify is skipped.
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
+local json = require "scalekit.json"
 local misuse = errors.misuse
-local cjson = require("cjson.safe").new()
 
 local type = type
 local pairs = pairs
@@ -21,7 +32,12 @@ local tostring = tostring
 local os_time = os.time
 local str_find = string.find
 local str_gmatch = string.gmatch
+local setmetatable = setmetatable
 local b64url_decode = core.b64url_decode
+local null = json.null
+
+-- The `alg` a key was published for, by key (weak: the keys are the caller's).
+local KEY_ALG = setmetatable({}, { __mode = "k" })
 
 local _M = {}
 
@@ -42,8 +58,11 @@ local DEFAULT_LEEWAY = 60
 
 local VERIFY_OPTS = {
   issuer = true, audience = true, leeway = true, now = true, algorithms = true,
-  nonce = true, scopes = true, permissions = true,
+  nonce = true, scopes = true, permissions = true, azp = true,
 }
+
+--- Range of exp/nbf/iat: 1970-01-01 .. 9999-12-31T23:59:59Z, epoch seconds.
+_M.NUMERIC_DATE_MAX = 253402300799
 
 local function fail(code, message)
   return nil, errors.new("auth", message, { error_code = code })
@@ -52,16 +71,12 @@ end
 -- A JSON object (not an array, not a scalar) decoded from `text`, or nil.
 local function decode_object(text)
   if not str_find(text, "^[ \t\r\n]*{") then return nil end
-  local v = cjson.decode(text)
+  local v = json.decode(text)
   if type(v) ~= "table" then return nil end
   return v
 end
 
--- A finite number, or nil.
-local function finite(v)
-  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return nil end
-  return v
-end
+local finite = json.finite
 
 ---@class scalekit.jwt.Parts
 ---@field header table decoded JOSE header
@@ -162,6 +177,9 @@ local function check_opts(opts)
   if opts.nonce ~= nil and type(opts.nonce) ~= "string" then
     misuse("jwt: opts.nonce must be a string")
   end
+  if opts.azp ~= nil and type(opts.azp) ~= "string" then
+    misuse("jwt: opts.azp must be a string")
+  end
   if opts.scopes ~= nil then check_string_list("scopes", opts.scopes) end
   if opts.permissions ~= nil then check_string_list("permissions", opts.permissions) end
   return opts
@@ -187,11 +205,11 @@ end
 local function granted_scopes(claims)
   local set = {}
   local scope, scopes = claims.scope, claims.scopes
-  if scope ~= nil and scope ~= cjson.null then
+  if scope ~= nil and scope ~= null then
     if type(scope) ~= "string" then return nil end
     for s in str_gmatch(scope, "%S+") do set[s] = true end
   end
-  if scopes ~= nil and scopes ~= cjson.null then
+  if scopes ~= nil and scopes ~= null then
     local extra = string_set(scopes)
     if not extra then return nil end
     for s in pairs(extra) do set[s] = true end
@@ -199,13 +217,27 @@ local function granted_scopes(claims)
   return set
 end
 
--- Numeric time claim: absent (nil, true) or a finite number.
+-- Numeric time claim: absent (nil, true) or a finite NumericDate in range.
 local function time_claim(claims, name)
   local v = claims[name]
-  if v == nil or v == cjson.null then return nil, true end
+  if v == nil or v == null then return nil, true end
   v = finite(v)
-  if not v then return nil, false end
+  if not v or v < 0 or v > _M.NUMERIC_DATE_MAX then return nil, false end
   return v, true
+end
+
+-- OIDC Core 3.1.3.7 (4, 5), with `opts.azp` (an id_token's client id): an `aud`
+-- array of several audiences needs an `azp`, and an `azp` must be that client id.
+-- Without `opts.azp` (access tokens) `azp` is not looked at.
+local function azp_ok(claims, opts)
+  local want = opts.azp
+  if want == nil then return true end
+  local azp = claims.azp
+  if azp == nil or azp == null then
+    local aud = claims.aud
+    return not (type(aud) == "table" and #aud > 1)
+  end
+  return azp == want
 end
 
 ---@class scalekit.jwt.VerifyOpts
@@ -217,6 +249,8 @@ end
 ---@field nonce string? required value of `nonce`
 ---@field scopes string[]? all required in `scope` (space-separated) or `scopes` (array)
 ---@field permissions string[]? all required in `permissions` (array)
+---@field azp string? the client id an id_token was issued to: `azp`, when present, must be it,
+---                   and an `aud` of several audiences must come with it (OIDC Core 3.1.3.7)
 
 --- Verify a JWT: structure, algorithm, signature, then claims.
 ---
@@ -257,17 +291,22 @@ function _M.verify(token, keys, opts)
   end
 
   local kid = header.kid
-  if kid == cjson.null then kid = nil end
+  if kid == null then kid = nil end
   if kid ~= nil and type(kid) ~= "string" then
     return fail("token_malformed", "token header kid is not a string")
   end
-  local key, kerr = keys(kid)
+  local key, kerr = keys(kid, alg)
   if key == nil then
     if errors.is(kerr) then return nil, kerr end
     if kid == nil then
       return fail("unknown_kid", "token has no kid and the key set does not hold exactly one key")
     end
     return fail("unknown_kid", "no key for the token's kid")
+  end
+
+  local key_alg = KEY_ALG[key]
+  if key_alg ~= nil and key_alg ~= alg then
+    return fail("alg_not_allowed", "token algorithm does not match the key's alg")
   end
 
   local ok, reason = key:verify(alg, parts.signing_input, parts.signature)
@@ -301,6 +340,9 @@ function _M.verify(token, keys, opts)
   if opts.audience ~= nil and not audience_matches(claims.aud, opts.audience) then
     return fail("audience_mismatch", "token audience does not match")
   end
+  if not azp_ok(claims, opts) then
+    return fail("azp_mismatch", "token authorized party (azp) does not match")
+  end
   if opts.nonce ~= nil and claims.nonce ~= opts.nonce then
     return fail("nonce_mismatch", "token nonce does not match")
   end
@@ -316,7 +358,7 @@ function _M.verify(token, keys, opts)
   end
   if opts.permissions ~= nil and #opts.permissions > 0 then
     local perms = claims.permissions
-    if perms == cjson.null then perms = nil end
+    if perms == null then perms = nil end
     local granted = perms == nil and {} or string_set(perms)
     if not granted then return fail("token_malformed", "permissions claim is not a list of strings") end
     for _, p in ipairs(opts.permissions) do
@@ -339,9 +381,10 @@ end
 --- Public keys of a JWKS document (`{ keys = { jwk, … } }`).
 ---
 --- Skips keys whose `use` is present and not `"sig"`, whose `key_ops` lacks
---- `"verify"`, whose `kty` is not RSA or EC, and keys the core refuses (bad
---- encoding, RSA < 2048 bits, unsupported curve). When two keys share a `kid`
---- the first wins.
+--- `"verify"`, whose `kty` is not RSA or EC, whose `alg` is present and not one we
+--- verify, and keys the core refuses (bad encoding, RSA < 2048 bits, unsupported
+--- curve). When two keys share a `kid` the first wins. A key's declared `alg` stays
+--- bound to it: `verify` refuses a token of another algorithm with it.
 ---@param jwks table decoded JWKS
 ---@return table<string, userdata> by_kid PublicKey by kid (keys with a kid only)
 ---@return userdata[] all every usable key, in document order (with or without kid)
@@ -354,15 +397,17 @@ function _M.keys_from_jwks(jwks)
   if type(list) ~= "table" then return by_kid, all end
   for _, jwk in ipairs(list) do
     if type(jwk) == "table"
-      and (jwk.use == nil or jwk.use == cjson.null or jwk.use == "sig")
+      and (jwk.use == nil or jwk.use == null or jwk.use == "sig")
       and (type(jwk.key_ops) ~= "table" or has_verify_op(jwk.key_ops))
       and (jwk.kty == "RSA" or jwk.kty == "EC")
+      and (jwk.alg == nil or jwk.alg == null or SUPPORTED[jwk.alg] == true)
     then
       local kid = jwk.kid
-      if kid == cjson.null then kid = nil end
+      if kid == null then kid = nil end
       if kid == nil or (type(kid) == "string" and by_kid[kid] == nil) then
         local key = core.public_key(jwk)
         if key then
+          if jwk.alg ~= nil and jwk.alg ~= null then KEY_ALG[key] = jwk.alg end
           all[#all + 1] = key
           if kid then by_kid[kid] = key end
         end

@@ -1,5 +1,5 @@
 -- luacheck: globals ngx
--- Fake Scalekit: /_admin/… endpoints used by spec/helpers/server.lua.
+-- Fake Scalekit: /_admin/… endpoints used by spec/support/fake.lua.
 -- Admin requests are not counted in the stats, not logged and not subject to
 -- faults.
 local http = require("fake_http")

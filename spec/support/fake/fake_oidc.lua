@@ -3,7 +3,7 @@
 -- refresh_token grants of /oauth/token, /keys (JWKS) and /oidc/logout.
 --
 -- Tokens are RS256 JWTs signed with the openssl CLI (the key pair is made by
--- spec/helpers/server.lua at start with `oidc = true`): an independent tool, so the
+-- spec/support/fake.lua at start with `oidc = true`): an independent tool, so the
 -- library's own crypto is never what checks itself. Signing blocks the worker for a
 -- few milliseconds, which a test server can afford.
 local http = require("fake_http")

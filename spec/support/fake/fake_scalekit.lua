@@ -21,7 +21,7 @@ local DEFAULT_CONFIG = {
 }
 _M.DEFAULT_CONFIG = DEFAULT_CONFIG
 
--- init_by_lua: reads the JSON config written by spec/helpers/server.lua.
+-- init_by_lua: reads the JSON config written by spec/support/fake.lua.
 function _M.init(path)
   local conf = {}
   local f = io.open(path, "rb")
