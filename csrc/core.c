@@ -1,5 +1,5 @@
 /* scalekit.core: the C half of scalekit-lua. It only assembles the module; each
- * area lives in its own file (http.c, token.c, crypto.c, util.c, url.c). */
+ * area lives in its own file (http.c, multi.c, token.c, crypto.c, util.c, url.c). */
 #include "sk.h"
 
 __attribute__((visibility("default"))) int luaopen_scalekit_core(lua_State *L);
@@ -13,6 +13,7 @@ __attribute__((visibility("default"))) int luaopen_scalekit_core(lua_State *L)
     sk_url_open(L);
     sk_token_open(L);
     sk_http_open(L);
+    sk_multi_open(L);
     sk_crypto_open(L);
     sk_aead_open(L);
     return 1;

@@ -12,6 +12,7 @@
 #define SK_INTERNAL __attribute__((visibility("hidden")))
 
 SK_INTERNAL void sk_http_open(lua_State *L);   /* http.c:   core.http(opts)          */
+SK_INTERNAL void sk_multi_open(lua_State *L);  /* multi.c:  core.multi(opts)         */
 SK_INTERNAL void sk_token_open(lua_State *L);  /* token.c:  core.token_vault()       */
 SK_INTERNAL void sk_crypto_open(lua_State *L); /* crypto.c: base64, hmac, rsa, random */
 SK_INTERNAL void sk_util_open(lua_State *L);   /* util.c:   sleep, monotonic clock   */

@@ -144,6 +144,7 @@ end
 -- scalekit/auth/, …), refused once closed. Each is a table name -> fn(client, ...).
 local MIXINS = {
   auth.methods,
+  require("scalekit.batch").methods,
 }
 for _, methods in ipairs(MIXINS) do
   for name, fn in pairs(methods) do
