@@ -23,14 +23,17 @@
 #define MAX_BODY_DEFAULT (16u * 1024u * 1024u)
 #define MAX_BODY_LIMIT (1024u * 1024u * 1024u)  /* 1 GiB: fits an int and a Lua string */
 
-/* Response headers the Lua layer reads; everything else is ignored. */
-enum { H_RETRY_AFTER, H_REQUEST_ID, H_COUNT };
+/* Response headers the Lua layer reads; everything else is ignored. Content-Type
+ * only for requests that ask for it (raw proxy calls): H_COUNT_API are the rest. */
+enum { H_RETRY_AFTER, H_REQUEST_ID, H_CONTENT_TYPE, H_COUNT };
+#define H_COUNT_API H_CONTENT_TYPE
 static const struct {
     const char *name;
     size_t len;
 } captured[H_COUNT] = {
     {"retry-after", 11},
     {"x-request-id", 12},
+    {"content-type", 12},
 };
 #define HVAL_MAX 512
 
@@ -52,10 +55,13 @@ typedef struct {
     char hval[H_COUNT][HVAL_MAX];
     size_t hlen[H_COUNT];
     int hset[H_COUNT];
+    size_t hwant;                  /* headers captured this request: H_COUNT_API or H_COUNT */
 
     long connect_timeout_ms, timeout_ms;
     char *ca_file;
     char *user_agent;
+    char *proxy, *no_proxy;        /* NULL: libcurl's defaults (http_proxy & co.) */
+    struct curl_slist *extra;      /* lines sent with every request (x-api-version) */
     long requests, connects;
     char errbuf[CURL_ERROR_SIZE];
 } sk_http;
@@ -100,7 +106,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
         memset(h->hset, 0, sizeof h->hset);
         return n;
     }
-    for (i = 0; i < H_COUNT; i++) {
+    for (i = 0; i < h->hwant; i++) {
         size_t nl = captured[i].len, a, b;
         if (n <= nl || line[nl] != ':' || strncasecmp(line, captured[i].name, nl) != 0)
             continue;
@@ -140,9 +146,11 @@ static void free_bearer(sk_http *h)
     h->hdr_auth = NULL;
 }
 
-static struct curl_slist *base_headers(const char *content_type)
+/* Accept, Expect:, the handle's extra lines, then `content_type` (may be NULL). */
+static struct curl_slist *base_headers(const sk_http *h, const char *content_type)
 {
     struct curl_slist *l = NULL, *t;
+    const struct curl_slist *e;
     static const char *lines[] = {
         "Accept: application/json",
         "Expect:",  /* never wait for 100-continue */
@@ -154,6 +162,13 @@ static struct curl_slist *base_headers(const char *content_type)
             goto fail;
         l = t;
     }
+    for (e = h->extra; e != NULL; e = e->next) {
+        if ((t = curl_slist_append(l, e->data)) == NULL)
+            goto fail;
+        l = t;
+    }
+    if (content_type == NULL)
+        return l;
     if ((t = curl_slist_append(l, content_type)) == NULL)
         goto fail;
     return t;
@@ -191,6 +206,10 @@ static const char *configure(sk_http *h)
         SET(CURLOPT_CAINFO, h->ca_file);
     if (h->user_agent != NULL)
         SET(CURLOPT_USERAGENT, h->user_agent);
+    if (h->proxy != NULL)
+        SET(CURLOPT_PROXY, h->proxy);
+    if (h->no_proxy != NULL)
+        SET(CURLOPT_NOPROXY, h->no_proxy);
 #undef SET
     return rc == CURLE_OK ? NULL : curl_easy_strerror(rc);
 }
@@ -259,10 +278,46 @@ static void http_release(sk_http *h)
     h->body_len = h->body_cap = 0;
     free(h->ca_file);
     free(h->user_agent);
-    h->ca_file = h->user_agent = NULL;
+    free(h->proxy);
+    free(h->no_proxy);
+    h->ca_file = h->user_agent = h->proxy = h->no_proxy = NULL;
+    curl_slist_free_all(h->extra);
+    h->extra = NULL;
 }
 
-/* core.http{connect_timeout=, timeout=, ca_file=, user_agent=, max_body_size=} */
+/* A list of "Name: value" lines (no NUL, CR or LF) as a curl_slist; NULL for an empty
+ * or absent list. `what` names the option in errors. Raises on misuse; the list is
+ * freed first. */
+static struct curl_slist *header_lines(lua_State *L, int idx, const char *what)
+{
+    struct curl_slist *l = NULL, *t;
+    int i, n;
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    n = (int)lua_rawlen(L, idx);
+    for (i = 1; i <= n; i++) {
+        size_t len;
+        const char *v;
+        lua_rawgeti(L, idx, i);
+        v = lua_tolstring(L, -1, &len);
+        if (v == NULL || len != strlen(v) || strpbrk(v, "\r\n") != NULL || strchr(v, ':') == NULL) {
+            curl_slist_free_all(l);
+            luaL_error(L, "scalekit.core.http: %s[%d] must be a 'Name: value' line without line breaks",
+                       what, i);
+        }
+        if ((t = curl_slist_append(l, v)) == NULL) {
+            curl_slist_free_all(l);
+            luaL_error(L, "scalekit: out of memory");
+        }
+        l = t;
+        lua_pop(L, 1);
+    }
+    return l;
+}
+
+/* core.http{connect_timeout=, timeout=, ca_file=, user_agent=, max_body_size=, proxy=,
+ *           no_proxy=, headers={"Name: value", ...}} */
 static int http_new(lua_State *L)
 {
     sk_http *h;
@@ -282,6 +337,11 @@ static int http_new(lua_State *L)
     h->timeout_ms = opt_ms(L, 1, "timeout", 10);
     h->ca_file = dup_opt_string(L, 1, "ca_file");
     h->user_agent = dup_opt_string(L, 1, "user_agent");
+    h->proxy = dup_opt_string(L, 1, "proxy");
+    h->no_proxy = dup_opt_string(L, 1, "no_proxy");
+    lua_getfield(L, 1, "headers");
+    h->extra = header_lines(L, -1, "headers");
+    lua_pop(L, 1);
     lua_getfield(L, 1, "max_body_size");
     if (lua_isnil(L, -1)) {
         h->max_body = MAX_BODY_DEFAULT;
@@ -296,8 +356,8 @@ static int http_new(lua_State *L)
     }
     lua_pop(L, 1);
 
-    h->hdr_plain = base_headers("Content-Type: application/json");
-    h->hdr_form = base_headers("Content-Type: application/x-www-form-urlencoded");
+    h->hdr_plain = base_headers(h, "Content-Type: application/json");
+    h->hdr_form = base_headers(h, "Content-Type: application/x-www-form-urlencoded");
     if (h->hdr_plain == NULL || h->hdr_form == NULL)
         return luaL_error(L, "scalekit: out of memory");
     if ((err = ensure_handle(h)) != NULL)
@@ -329,7 +389,7 @@ static struct curl_slist *auth_headers(sk_http *h, const char *tok, size_t len)
         return NULL;
     memcpy(line, "Authorization: Bearer ", 22);
     memcpy(line + 22, tok, len + 1);
-    l = base_headers("Content-Type: application/json");
+    l = base_headers(h, "Content-Type: application/json");
     t = l ? curl_slist_append(l, line) : NULL;
     OPENSSL_cleanse(line, len + 22);
     free(line);
@@ -378,10 +438,90 @@ static int push_failure(lua_State *L, const char *kind, const char *msg, int sen
     return 5;
 }
 
-/* http:request(method, url, body, content_type, bearer)
+/* Headers of a raw request (sk:proxy_request): Expect:, the handle's extra lines, the
+ * caller's Content-Type, the Bearer and the caller's lines, in a list of its own
+ * (freed, and wiped for the token, after the request). NULL when out of memory. */
+static struct curl_slist *raw_headers(const sk_http *h, const char *ctype, const char *tok,
+                                      const struct curl_slist *user)
+{
+    struct curl_slist *l = base_headers(h, NULL), *t;
+    char *line = NULL;
+    size_t n;
+    if (l == NULL)
+        return NULL;
+    /* base_headers starts with Accept: application/json; a raw call sends the caller's */
+    if (l->next != NULL) {
+        t = l->next;
+        l->next = NULL;
+        curl_slist_free_all(l);
+        l = t;
+    }
+    if (ctype != NULL) {
+        n = strlen(ctype) + 16;
+        if ((line = (char *)malloc(n)) == NULL)
+            goto fail;
+        snprintf(line, n, "Content-Type: %s", ctype);
+        if ((t = curl_slist_append(l, line)) == NULL)
+            goto fail;
+        l = t;
+        free(line);
+        line = NULL;
+    }
+    if (tok != NULL) {
+        n = strlen(tok) + 24;
+        if ((line = (char *)malloc(n)) == NULL)
+            goto fail;
+        snprintf(line, n, "Authorization: Bearer %s", tok);
+        t = curl_slist_append(l, line);
+        OPENSSL_cleanse(line, n);
+        free(line);
+        line = NULL;
+        if (t == NULL)
+            goto fail;
+        l = t;
+    }
+    for (; user != NULL; user = user->next) {
+        if ((t = curl_slist_append(l, user->data)) == NULL)
+            goto fail;
+        l = t;
+    }
+    return l;
+fail:
+    free(line);
+    curl_slist_free_all(l);
+    return NULL;
+}
+
+static void free_wiped(struct curl_slist *l)
+{
+    struct curl_slist *s;
+    for (s = l; s != NULL; s = s->next)
+        OPENSSL_cleanse(s->data, strlen(s->data));
+    curl_slist_free_all(l);
+}
+
+/* The message of a failed transfer; one that came from the proxy says so. */
+static void failure_message(sk_http *h, CURLcode rc, char *out, size_t n)
+{
+    long connect_code = 0;
+    const char *base = h->errbuf[0] != '\0' ? h->errbuf : curl_easy_strerror(rc);
+    curl_easy_getinfo(h->curl, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+    if (connect_code >= 300)
+        snprintf(out, n, "proxy CONNECT failed: HTTP %ld (%s)", connect_code, base);
+    else if (rc == CURLE_COULDNT_RESOLVE_PROXY)
+        snprintf(out, n, "proxy: %s", base);
+    else
+        snprintf(out, n, "%s", base);
+}
+
+/* http:request(method, url, body, content_type, bearer[, raw])
  *   content_type: nil or "json" (application/json) | "form" (x-www-form-urlencoded)
+ *                 | "raw" (with `raw`)
  *   bearer: nil or the access token for the Authorization header
- * -> status, body, retry_after, request_id
+ *   raw: nil, or {content_type=, headers={"Name: value", ...}, timeout=seconds} for
+ *        a pass-through call: the caller's content type and headers, its own timeout,
+ *        and the answer's Content-Type returned as a 5th value
+ * -> status, body, retry_after, request_id[, content_type]
  * -> nil, kind, message, sent, permanent (push_failure) */
 static int http_request(lua_State *L)
 {
@@ -392,35 +532,64 @@ static int http_request(lua_State *L)
     const char *body = luaL_optlstring(L, 4, NULL, &blen);
     const char *ctype = luaL_optstring(L, 5, "json");
     const char *tok = luaL_optlstring(L, 6, NULL, &tlen);
-    struct curl_slist *hdrs;
+    int raw = !lua_isnoneornil(L, 7);
+    struct curl_slist *hdrs, *own = NULL;
     const char *err;
     CURLcode rc;
     CURL *c;
-    long status = 0, nconn = 0;
-    int i, has_body;
+    long status = 0, nconn = 0, timeout_ms = h->timeout_ms;
+    size_t i;
+    int has_body;
 
     luaL_argcheck(L, ulen == strlen(url) && strpbrk(url, "\r\n\t ") == NULL, 3,
                   "URL must not contain NUL, spaces or line breaks");
     if (tok != NULL)
         luaL_argcheck(L, tlen > 0 && tlen == strlen(tok) && strpbrk(tok, "\r\n") == NULL, 6,
                       "token must not be empty or contain NUL or line breaks");
-    if (strcmp(ctype, "json") == 0)
+    if (raw) {
+        struct curl_slist *user;
+        const char *rct = NULL;
+        luaL_checktype(L, 7, LUA_TTABLE);
+        luaL_argcheck(L, strcmp(ctype, "raw") == 0, 5, "must be \"raw\" with a raw request");
+        timeout_ms = opt_ms(L, 7, "timeout", (double)h->timeout_ms / 1000.0);
+        lua_getfield(L, 7, "content_type");
+        if (!lua_isnil(L, -1)) {
+            size_t cl;
+            rct = luaL_checklstring(L, -1, &cl);
+            luaL_argcheck(L, cl == strlen(rct) && strpbrk(rct, "\r\n") == NULL, 7,
+                          "content_type must not contain NUL or line breaks");
+        }
+        lua_getfield(L, 7, "headers");
+        user = header_lines(L, -1, "headers");
+        own = raw_headers(h, rct, tok, user);
+        curl_slist_free_all(user);
+        lua_pop(L, 2);
+        if (own == NULL)
+            return luaL_error(L, "scalekit: out of memory");
+        hdrs = own;
+    } else if (strcmp(ctype, "json") == 0) {
         hdrs = tok ? NULL : h->hdr_plain;
-    else if (strcmp(ctype, "form") == 0 && tok == NULL)
+    } else if (strcmp(ctype, "form") == 0 && tok == NULL) {
         hdrs = h->hdr_form;
-    else
+    } else {
         return luaL_argerror(L, 5, "must be \"json\", or \"form\" without a token");
-    if ((err = ensure_handle(h)) != NULL)
+    }
+    if ((err = ensure_handle(h)) != NULL) {
+        free_wiped(own);
         return push_failure(L, "network", err, 0, 1);
-    if (tok != NULL && (hdrs = auth_headers(h, tok, tlen)) == NULL)
+    }
+    if (!raw && tok != NULL && (hdrs = auth_headers(h, tok, tlen)) == NULL)
         return luaL_error(L, "scalekit: out of memory");
 
     c = h->curl;
     has_body = body != NULL;
     if (strcmp(method, "GET") == 0 || (strcmp(method, "DELETE") == 0 && !has_body)) {
+        if (has_body && method[0] != 'D') {
+            free_wiped(own);
+            return luaL_argerror(L, 4, "GET takes no body");
+        }
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method[0] == 'G' ? NULL : "DELETE");
-        luaL_argcheck(L, !has_body || method[0] == 'D', 4, "GET takes no body");
     } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
                strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
@@ -428,43 +597,53 @@ static int http_request(lua_State *L)
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
     } else {
+        free_wiped(own);
         return luaL_argerror(L, 2, "must be GET, POST, PUT, PATCH or DELETE");
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    if (raw)
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
 
     h->body_len = 0;
     h->body_overflow = 0;
     h->errbuf[0] = '\0';
+    h->hwant = raw ? H_COUNT : H_COUNT_API;
     memset(h->hset, 0, sizeof h->hset);
     rc = curl_easy_perform(c);
     h->requests++;
     if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
         h->connects += nconn;
-    /* libcurl keeps a pointer to the body; drop it so a later reuse can't see it */
+    /* libcurl keeps pointers to the body and the headers; drop them so a later reuse
+     * can't see them */
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
+    if (raw) {
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+        free_wiped(own);
+    }
 
     if (rc != CURLE_OK) {
         curl_off_t pre = 0;
         int sent = 1;
+        char msg[CURL_ERROR_SIZE + 64];
         if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
             rc == CURLE_COULDNT_RESOLVE_PROXY)
             sent = 0;
         else if (curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &pre) == CURLE_OK && pre == 0)
             sent = 0;  /* failed before the request was written: connect or TLS stage */
         if (h->body_overflow) {
-            char msg[96];
             snprintf(msg, sizeof msg, "response body larger than max_body_size (%lu bytes)",
                      (unsigned long)h->max_body);
             return push_failure(L, "network", msg, sent, 1);
         }
-        return push_failure(L, error_kind(rc),
-                            h->errbuf[0] != '\0' ? h->errbuf : curl_easy_strerror(rc), sent, 0);
+        failure_message(h, rc, msg, sizeof msg);
+        return push_failure(L, error_kind(rc), msg, sent, 0);
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     lua_pushinteger(L, (lua_Integer)status);
     lua_pushlstring(L, h->body_len ? h->body : "", h->body_len);
-    for (i = 0; i < H_COUNT; i++) {
+    for (i = 0; i < h->hwant; i++) {
         if (h->hset[i])
             lua_pushlstring(L, h->hval[i], h->hlen[i]);
         else
@@ -476,7 +655,7 @@ static int http_request(lua_State *L)
         h->body = NULL;
         h->body_cap = 0;
     }
-    return 2 + H_COUNT;
+    return 2 + (int)h->hwant;
 }
 
 /* http:stats() -> {requests = n, connects = n}: connects counts new connections,

@@ -41,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     memset(&h, 0, sizeof h);
     h.max_body = size > 0 ? (size_t)data[0] * 16 : 0;
+    h.hwant = H_COUNT;  /* every captured header, as a raw request asks */
 
     /* headers: one callback per line */
     while (pos < size) {

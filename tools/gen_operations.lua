@@ -19,6 +19,12 @@
 --   paging       "token": takes page_token and answers next_page_token;
 --                "number": takes page_number (domains); absent: not paged
 --   items        list operations only: the key of the array in the success response
+--   fields       operations with a JSON body whose schema lists properties: field name ->
+--                "string" | "integer" | "number" | "boolean" | "array" | "object" | "any",
+--                or, for an object with known properties, a table of its fields (3 levels
+--                at most; free-form maps are "object")
+--   empty        true when the success response has an empty schema (deletes): an
+--                empty, `null` or `{}` answer is a success
 --
 -- Rules for `items`:
 --   * A list operation is a paged operation (paging set) or one whose verb, the part of
@@ -204,6 +210,43 @@ local function find_items(doc, properties)
   return nil
 end
 
+-- The field table of a body schema (see `fields` at the top), nil for a free-form one.
+local FIELD_TYPES = { string = true, integer = true, number = true, boolean = true, array = true }
+
+local field_type
+
+local function fields_of(doc, schema, depth)
+  schema = deref(doc, schema)
+  if type(schema) ~= "table" then return nil end
+  local extra = schema.additionalProperties
+  if extra ~= nil and extra ~= false then return nil end -- a map: any key goes
+  local props = collect_properties(doc, schema, {})
+  if next(props) == nil then return nil end
+  local fields = {}
+  for name, prop in pairs(props) do fields[name] = field_type(doc, prop, depth + 1) end
+  return fields
+end
+
+function field_type(doc, schema, depth)
+  schema = deref(doc, schema)
+  if type(schema) ~= "table" then return "any" end
+  local t = schema_type(schema)
+  if t == nil and schema.enum ~= nil then t = "string" end
+  if t == nil and (schema.properties ~= nil or schema.allOf ~= nil) then t = "object" end
+  if t == "object" then
+    return depth < 3 and fields_of(doc, schema, depth) or "object"
+  end
+  return FIELD_TYPES[t] and t or "any"
+end
+
+local function is_empty_schema(doc, schema)
+  schema = deref(doc, schema)
+  if type(schema) ~= "table" then return false end
+  local t = schema_type(schema)
+  return (t == nil or t == "object") and schema.properties == nil and schema.allOf == nil
+    and schema.additionalProperties == nil and schema.items == nil
+end
+
 local function param_type(doc, op_id, param)
   local schema = deref(doc, param.schema)
   if type(schema) ~= "table" then
@@ -303,9 +346,12 @@ local function build_operation(doc, path, item, method, op)
   local request_body = deref(doc, op.requestBody)
   if type(request_body) == "table" then
     entry.body = request_body.required == true and "required" or "optional"
+    local media = type(request_body.content) == "table" and request_body.content["application/json"]
+    if type(media) == "table" then entry.fields = fields_of(doc, media.schema, 0) end
   end
 
   local schema = success_schema(doc, op)
+  entry.empty = schema ~= nil and is_empty_schema(doc, schema) or nil
   local properties = schema and collect_properties(doc, schema, {}) or {}
 
   if entry.query.page_token and properties.next_page_token then
@@ -369,6 +415,8 @@ local function key(name)
   return "[" .. quote(name) .. "]"
 end
 
+local fields_literal
+
 local function sorted_keys(t)
   local keys = {}
   for k in pairs(t) do
@@ -394,6 +442,16 @@ local function emit_table(out, indent, name, elements)
     out[#out + 1] = indent .. "  " .. element .. ","
   end
   out[#out + 1] = indent .. "},"
+end
+
+-- `{ a = "string", b = { c = "integer" } }`, keys sorted
+function fields_literal(fields)
+  local parts = {}
+  for _, name in ipairs(sorted_keys(fields)) do
+    local v = fields[name]
+    parts[#parts + 1] = key(name) .. " = " .. (type(v) == "table" and fields_literal(v) or quote(v))
+  end
+  return "{ " .. table.concat(parts, ", ") .. " }"
 end
 
 local function emit(ops)
@@ -435,6 +493,12 @@ local function emit(ops)
     end
     if e.items then
       out[#out + 1] = indent .. "items = " .. quote(e.items) .. ","
+    end
+    if e.empty then
+      out[#out + 1] = indent .. "empty = true,"
+    end
+    if e.fields then
+      out[#out + 1] = indent .. "fields = " .. fields_literal(e.fields) .. ","
     end
     out[#out + 1] = "  },"
   end

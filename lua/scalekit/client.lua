@@ -18,8 +18,10 @@ local tostring = tostring
 local setmetatable = setmetatable
 local misuse = errors.misuse
 
-local json = require("cjson.safe").new()
-local json_encode = json.encode
+local json_encode = require("scalekit.json").encode
+
+-- Operations that run a third-party tool: the longer `tool_timeout` per attempt.
+local TOOL_CALLS = { ToolService_ExecuteTool = true }
 
 ---@class scalekit.Client : scalekit.Auth
 ---@field environment_url string
@@ -56,6 +58,7 @@ function _M.new(cfg, session)
     client_id = cfg.client_id,
     _s = session,
     _jwks = jwks.new(session, cfg),
+    _strict = cfg.strict,
   }, Client_mt)
 end
 
@@ -73,7 +76,7 @@ function Client:call(operation_id, params)
   local s = live(self)
   local op = operations[operation_id]
   if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
-  local path, body = request.build(operation_id, op, params)
+  local path, body = request.build(operation_id, op, params, self._strict)
   local text
   if body ~= nil then
     text = json_encode(body)
@@ -81,7 +84,8 @@ function Client:call(operation_id, params)
   elseif op.body == "required" then
     text = "{}"
   end
-  return s:request(op.method, path, text, operation_id, "json", true)
+  return s:request(op.method, path, text, operation_id, "json", true, op.empty,
+                   TOOL_CALLS[operation_id] and s.tool_opts or nil)
 end
 
 --- Iterate the items of a paged list: `for org in sk:each(op, params) do … end`.
@@ -145,6 +149,7 @@ end
 local MIXINS = {
   auth.methods,
   require("scalekit.batch").methods,
+  require("scalekit.gateway").methods,
 }
 for _, methods in ipairs(MIXINS) do
   for name, fn in pairs(methods) do

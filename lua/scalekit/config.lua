@@ -33,6 +33,12 @@ local misuse = errors.misuse
 ---@field keepalive_pool integer? OpenResty: connections kept per pool (default 16)
 ---@field jwks_ttl number? seconds the JWKS is cached (default 3600)
 ---@field jwks_refresh_interval number? least seconds between JWKS refetches for unknown kids (default 30)
+---@field strict boolean? check JSON body fields against the API's schemas (default true)
+---@field api_version string? sent as `x-api-version` with every API call when set
+---@field tool_timeout number? seconds per attempt of tool calls and sk:proxy_request (default 60)
+---@field proxy string? HTTP proxy URL (`http://host:port`) for every request; overrides http(s)_proxy
+---@field no_proxy string? comma-separated hosts (and domain suffixes) reached without the proxy
+---@field log fun(event: table)? called for every attempt, answer and retry (see README "Observability")
 local DEFAULTS = {
   timeout = 10,
   connect_timeout = 3,
@@ -46,6 +52,8 @@ local DEFAULTS = {
   keepalive_pool = 16,
   jwks_ttl = 3600,
   jwks_refresh_interval = 30,
+  strict = true,
+  tool_timeout = 60,
 }
 _M.DEFAULTS = DEFAULTS
 
@@ -57,6 +65,8 @@ local OPTION_TYPES = {
   user_agent = "string", max_body_size = "number",
   shared_dict = "string", keepalive_timeout = "number", keepalive_pool = "number",
   jwks_ttl = "number", jwks_refresh_interval = "number",
+  strict = "boolean", api_version = "string", tool_timeout = "number",
+  proxy = "string", no_proxy = "string", log = "function",
 }
 
 -- The C core's own ceiling (a Lua string holds the whole body).
@@ -128,7 +138,7 @@ function _M.validate(opts)
   for _, k in ipairs({ "environment_url", "client_id", "client_secret" }) do
     if cfg[k] == nil or cfg[k] == "" then bad("%s is required", k) end
   end
-  for _, k in ipairs({ "timeout", "connect_timeout" }) do
+  for _, k in ipairs({ "timeout", "connect_timeout", "tool_timeout" }) do
     if not (cfg[k] > 0 and cfg[k] <= 86400) then bad("%s must be in (0, 86400]", k) end
   end
   if cfg.max_retries < 0 or cfg.max_retries % 1 ~= 0 or cfg.max_retries > 20 then
@@ -145,7 +155,19 @@ function _M.validate(opts)
     bad("keepalive_pool must be a positive integer")
   end
   if cfg.keepalive_timeout < 0 then bad("keepalive_timeout must not be negative") end
+  if cfg.api_version and not cfg.api_version:find("^[%w._-]+$") then
+    bad("api_version must be letters, digits, '.', '_' or '-'")
+  end
+  if cfg.proxy then
+    local scheme = cfg.proxy:match("^(%a+)://[^/?#%s%c@]+/?$")
+    if not scheme or scheme:lower() ~= "http" then
+      bad("proxy must be an http://host:port URL (credentials are not supported)")
+    end
+  end
+  if cfg.no_proxy and cfg.no_proxy:find("[%c]") then bad("no_proxy must not contain control characters") end
   cfg.environment_url = check_environment_url(cfg.environment_url)
+  -- lines both transports send with every request
+  cfg.extra_headers = cfg.api_version and { "x-api-version: " .. cfg.api_version } or nil
   cfg.user_agent = user_agent(cfg.user_agent)
   -- how long anyone waits for somebody else's token or JWKS fetch
   cfg.wait = cfg.timeout + 1

@@ -127,6 +127,46 @@ function _M.misuse(fmt, ...)
   error(msg, level)
 end
 
+-- Edit distance of two short names (Levenshtein), for did-you-mean hints.
+local function distance(a, b)
+  local la, lb = #a, #b
+  local prev, cur = {}, {}
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    cur[0] = i
+    local ca = a:byte(i)
+    for j = 1, lb do
+      local cost = ca == b:byte(j) and 0 or 1
+      local v = prev[j] + 1
+      if cur[j - 1] + 1 < v then v = cur[j - 1] + 1 end
+      if prev[j - 1] + cost < v then v = prev[j - 1] + cost end
+      cur[j] = v
+    end
+    prev, cur = cur, prev
+  end
+  return prev[lb]
+end
+
+--- " (did you mean 'x'?)" for the names of `candidates` (a set or a list) closest
+--- to `name`, or "" when none is close (at most a third of the name's letters off).
+---@param name string
+---@param candidates table
+---@return string
+function _M.did_you_mean(name, candidates)
+  if type(name) ~= "string" then return "" end
+  local best, best_d = {}, math.max(2, math.floor(#name / 3))
+  for k, v in pairs(candidates) do
+    local c = type(k) == "string" and k or v
+    if type(c) == "string" then
+      local d = distance(name:lower(), c:lower())
+      if d < best_d then best, best_d = { c }, d elseif d == best_d then best[#best + 1] = c end
+    end
+  end
+  if #best == 0 then return "" end
+  table.sort(best)
+  return " (did you mean '" .. concat(best, "' or '", 1, math.min(#best, 3)) .. "'?)"
+end
+
 -- "@…/lua/scalekit/": frames from files under it belong to the library.
 _M.LIBRARY_DIR = (getinfo(1, "S").source:match("^(@.*[/\\])[^/\\]*$") or "@scalekit/")
 

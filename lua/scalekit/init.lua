@@ -26,6 +26,7 @@ local _M = {
 }
 
 local type = type
+local ipairs = ipairs
 local rawget = rawget
 local getenv = os.getenv
 
@@ -52,11 +53,23 @@ local function secrets(cfg)
     grant_type = "client_credentials", client_id = id, client_secret = secret, scope = cfg.scope,
   })
   cfg.client_secret = nil
+  -- the secret as it appears raw and form-encoded, as Lua patterns
+  local patterns = {}
+  for _, v in ipairs({ secret, request.encode(secret) }) do
+    patterns[#patterns + 1] = (v:gsub("%p", "%%%0"))
+  end
   return {
     token_form = function() return form end,
     client_form = function(fields)
       fields.client_id, fields.client_secret = id, secret
       return request.form(fields)
+    end,
+    redact = function(text)
+      if #secret < 4 then return text end
+      for i = 1, #patterns do
+        if text:find(patterns[i]) then text = text:gsub(patterns[i], "[redacted]") end
+      end
+      return text
     end,
   }
 end

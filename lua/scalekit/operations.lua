@@ -31,6 +31,7 @@ return {
     query = {},
     required = { "organization_id" },
     body = "required",
+    fields = { audience = "array", custom_claims = "array", description = "string", expiry = "string", name = "string", scopes = "array" },
   },
   ["ClientService_CreateOrganizationClientSecret"] = {
     method = "POST",
@@ -51,6 +52,7 @@ return {
     query = {},
     required = { "client_id", "organization_id" },
     body = false,
+    empty = true,
   },
   ["ClientService_DeleteOrganizationClientSecret"] = {
     method = "DELETE",
@@ -61,6 +63,7 @@ return {
     query = {},
     required = { "client_id", "organization_id", "secret_id" },
     body = false,
+    empty = true,
   },
   ["ClientService_GetOrganizationClient"] = {
     method = "GET",
@@ -93,6 +96,7 @@ return {
     query = {},
     required = { "client_id", "organization_id" },
     body = "required",
+    fields = { audience = "array", custom_claims = "array", description = "string", expiry = "string", name = "string", scopes = "array" },
   },
   ["ConnectedAccountService_CreateConnectedAccount"] = {
     method = "POST",
@@ -103,6 +107,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { connected_account = { api_config = "object", authorization_details = { google_dwd = "object", oauth_token = "object", static_auth = "object", trusted_idp = "object" } }, connector = "string", identifier = "string", organization_id = "string", user_id = "string" },
   },
   ["ConnectedAccountService_DeleteConnectedAccount"] = {
     method = "POST",
@@ -113,6 +118,8 @@ return {
     query = {},
     required = {},
     body = "required",
+    empty = true,
+    fields = { connector = "string", id = "string", identifier = "string", organization_id = "string", user_id = "string" },
   },
   ["ConnectedAccountService_GetConnectedAccountAuth"] = {
     method = "GET",
@@ -155,6 +162,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { connector = "string", id = "string", identifier = "string", organization_id = "string", state = "string", user_id = "string", user_verify_url = "string" },
   },
   ["ConnectedAccountService_ListConnectedAccounts"] = {
     method = "GET",
@@ -204,6 +212,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { connected_account = { api_config = "object", authorization_details = { google_dwd = "object", oauth_token = "object", static_auth = "object", trusted_idp = "object" } }, connector = "string", id = "string", identifier = "string", organization_id = "string", user_id = "string" },
   },
   ["ConnectedAccountService_VerifyConnectedAccountUser"] = {
     method = "POST",
@@ -214,6 +223,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { auth_request_id = "string", identifier = "string" },
   },
   ["ConnectionService_DeleteConnection"] = {
     method = "DELETE",
@@ -224,6 +234,7 @@ return {
     query = {},
     required = { "id", "organization_id" },
     body = false,
+    empty = true,
   },
   ["ConnectionService_DisableConnection"] = {
     method = "PATCH",
@@ -352,6 +363,7 @@ return {
     query = {},
     required = { "organization_id" },
     body = "required",
+    fields = { domain = "string", domain_type = "string" },
   },
   ["DomainService_DeleteDomain"] = {
     method = "DELETE",
@@ -362,6 +374,7 @@ return {
     query = {},
     required = { "id", "organization_id" },
     body = false,
+    empty = true,
   },
   ["DomainService_GetDomain"] = {
     method = "GET",
@@ -399,6 +412,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { connection_tool_mappings = "array", description = "string", id = "string", mcp_server_url = "string", name = "string" },
   },
   ["McpService_CreateMcpSessionToken"] = {
     method = "POST",
@@ -409,6 +423,7 @@ return {
     query = {},
     required = { "mcp_config_id" },
     body = "required",
+    fields = { expiry = "string", identifier = "string" },
   },
   ["McpService_DeleteMcpConfig"] = {
     method = "DELETE",
@@ -419,6 +434,7 @@ return {
     query = {},
     required = { "config_id" },
     body = false,
+    empty = true,
   },
   ["McpService_GetMcpConfig"] = {
     method = "GET",
@@ -460,6 +476,7 @@ return {
     required = { "config_id" },
     body = "required",
     items = "connected_accounts",
+    fields = { identifier = "string", include_auth_link = "boolean" },
   },
   ["McpService_UpdateMcpConfig"] = {
     method = "PUT",
@@ -470,6 +487,7 @@ return {
     query = {},
     required = { "config_id" },
     body = "required",
+    fields = { connection_tool_mappings = "array", description = "string" },
   },
   ["OrganizationService_CreateOrganization"] = {
     method = "POST",
@@ -480,6 +498,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { display_name = "string", external_id = "string", logo_url = "string", metadata = "object", slug = "string" },
   },
   ["OrganizationService_DeleteOrganization"] = {
     method = "DELETE",
@@ -490,6 +509,7 @@ return {
     query = {},
     required = { "id" },
     body = false,
+    empty = true,
   },
   ["OrganizationService_GeneratePortalLink"] = {
     method = "PUT",
@@ -552,6 +572,7 @@ return {
     query = {},
     required = { "id" },
     body = "required",
+    fields = { display_name = "string", external_id = "string", logo_url = "string", metadata = "object", slug = "string" },
   },
   ["OrganizationService_UpdateOrganizationSessionPolicy"] = {
     method = "PATCH",
@@ -562,6 +583,7 @@ return {
     query = {},
     required = { "organization_id" },
     body = "required",
+    fields = { absolute_session_timeout = "integer", absolute_session_timeout_unit = "string", idle_session_timeout = "integer", idle_session_timeout_enabled = "boolean", idle_session_timeout_unit = "string", policy_source = "string" },
   },
   ["OrganizationService_UpdateOrganizationSettings"] = {
     method = "PATCH",
@@ -572,6 +594,7 @@ return {
     query = {},
     required = { "id" },
     body = "required",
+    fields = { features = "array" },
   },
   ["OrganizationService_UpsertUserManagementSettings"] = {
     method = "PATCH",
@@ -582,6 +605,7 @@ return {
     query = {},
     required = { "organization_id" },
     body = "required",
+    fields = { settings = { max_allowed_users = "integer" } },
   },
   ["PasswordlessService_ResendPasswordlessEmail"] = {
     method = "POST",
@@ -592,6 +616,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { auth_request_id = "string" },
   },
   ["PasswordlessService_SendPasswordlessEmail"] = {
     method = "POST",
@@ -602,6 +627,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { email = "string", expires_in = "integer", magiclink_auth_uri = "string", state = "string", template = "string", template_variables = "object" },
   },
   ["PasswordlessService_VerifyPasswordlessEmail"] = {
     method = "POST",
@@ -612,6 +638,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { auth_request_id = "string", code = "string", link_token = "string" },
   },
   ["ProviderService_CreateCustomProvider"] = {
     method = "POST",
@@ -622,6 +649,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { auth_patterns = "array", description = "string", display_name = "string", icon_src = "string", metadata = "object", proxy_enabled = "boolean", proxy_url = "string" },
   },
   ["ProviderService_DeleteCustomProvider"] = {
     method = "DELETE",
@@ -632,6 +660,7 @@ return {
     query = {},
     required = { "identifier" },
     body = false,
+    empty = true,
   },
   ["ProviderService_UpdateCustomProvider"] = {
     method = "PUT",
@@ -642,6 +671,7 @@ return {
     query = {},
     required = { "identifier" },
     body = "required",
+    fields = { auth_patterns = "array", description = "string", display_name = "string", icon_src = "string", metadata = "object", proxy_enabled = "boolean", proxy_url = "string" },
   },
   ["RolesService_AddPermissionsToRole"] = {
     method = "POST",
@@ -652,6 +682,7 @@ return {
     query = {},
     required = { "role_name" },
     body = "required",
+    fields = { permission_names = "array" },
   },
   ["RolesService_CreateOrganizationRole"] = {
     method = "POST",
@@ -662,6 +693,7 @@ return {
     query = {},
     required = { "org_id" },
     body = "required",
+    fields = { description = "string", display_name = "string", extends = "string", name = "string", permissions = "array" },
   },
   ["RolesService_CreatePermission"] = {
     method = "POST",
@@ -672,6 +704,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { description = "string", name = "string" },
   },
   ["RolesService_CreateRole"] = {
     method = "POST",
@@ -682,6 +715,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { description = "string", display_name = "string", extends = "string", name = "string", permissions = "array" },
   },
   ["RolesService_DeleteOrganizationRole"] = {
     method = "DELETE",
@@ -692,6 +726,7 @@ return {
     query = { reassign_role_name = "string" },
     required = { "org_id", "role_name" },
     body = false,
+    empty = true,
   },
   ["RolesService_DeletePermission"] = {
     method = "DELETE",
@@ -702,6 +737,7 @@ return {
     query = {},
     required = { "permission_name" },
     body = false,
+    empty = true,
   },
   ["RolesService_DeleteRole"] = {
     method = "DELETE",
@@ -712,6 +748,7 @@ return {
     query = { reassign_role_id = "string", reassign_role_name = "string" },
     required = { "role_name" },
     body = false,
+    empty = true,
   },
   ["RolesService_GetOrganizationRole"] = {
     method = "GET",
@@ -829,6 +866,7 @@ return {
     query = {},
     required = { "permission_name", "role_name" },
     body = false,
+    empty = true,
   },
   ["RolesService_UpdateDefaultOrganizationRoles"] = {
     method = "PATCH",
@@ -839,6 +877,7 @@ return {
     query = {},
     required = { "org_id" },
     body = "required",
+    fields = { default_member_role = "string" },
   },
   ["RolesService_UpdateDefaultRoles"] = {
     method = "PATCH",
@@ -849,6 +888,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { default_creator = { id = "string", name = "string" }, default_creator_role = "string", default_member = { id = "string", name = "string" }, default_member_role = "string" },
   },
   ["RolesService_UpdateDefaultRoles2"] = {
     method = "PATCH",
@@ -859,6 +899,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { default_creator = { id = "string", name = "string" }, default_creator_role = "string", default_member = { id = "string", name = "string" }, default_member_role = "string" },
   },
   ["RolesService_UpdateOrganizationRole"] = {
     method = "PUT",
@@ -869,6 +910,7 @@ return {
     query = {},
     required = { "org_id", "role_name" },
     body = "required",
+    fields = { description = "string", display_name = "string", extends = "string", permissions = "array" },
   },
   ["RolesService_UpdatePermission"] = {
     method = "PUT",
@@ -879,6 +921,7 @@ return {
     query = {},
     required = { "permission_name" },
     body = "required",
+    fields = { description = "string", name = "string" },
   },
   ["RolesService_UpdateRole"] = {
     method = "PUT",
@@ -889,6 +932,7 @@ return {
     query = {},
     required = { "role_name" },
     body = "required",
+    fields = { description = "string", display_name = "string", extends = "string", permissions = "array" },
   },
   ["SessionService_GetSession"] = {
     method = "GET",
@@ -947,6 +991,7 @@ return {
     query = {},
     required = {},
     body = "required",
+    fields = { agent_run_id = "string", connected_account_id = "string", connector = "string", identifier = "string", organization_id = "string", params = "object", tool_name = "string", user_id = "string" },
   },
   ["ToolService_ListAvailableTools"] = {
     method = "GET",
@@ -1012,6 +1057,7 @@ return {
     query = { send_invitation_email = "boolean" },
     required = { "id", "organization_id" },
     body = "required",
+    fields = { inviter_email = "string", metadata = "object", roles = "array" },
   },
   ["UserService_CreateMembership2"] = {
     method = "POST",
@@ -1022,6 +1068,7 @@ return {
     query = { send_invitation_email = "boolean" },
     required = { "external_id", "organization_id" },
     body = "required",
+    fields = { inviter_email = "string", metadata = "object", roles = "array" },
   },
   ["UserService_CreateUserAndMembership"] = {
     method = "POST",
@@ -1032,6 +1079,7 @@ return {
     query = { send_invitation_email = "boolean" },
     required = { "organization_id" },
     body = "required",
+    fields = { email = "string", external_id = "string", membership = { inviter_email = "string", metadata = "object", roles = "array" }, metadata = "object", user_profile = { custom_attributes = "object", family_name = "string", gender = "string", given_name = "string", groups = "array", locale = "string", metadata = "object", name = "string", phone_number = "string", picture = "string", preferred_username = "string" } },
   },
   ["UserService_DeleteMembership"] = {
     method = "DELETE",
@@ -1042,6 +1090,7 @@ return {
     query = {},
     required = { "id", "organization_id" },
     body = false,
+    empty = true,
   },
   ["UserService_DeleteMembership2"] = {
     method = "DELETE",
@@ -1052,6 +1101,7 @@ return {
     query = {},
     required = { "external_id", "organization_id" },
     body = false,
+    empty = true,
   },
   ["UserService_DeleteUser"] = {
     method = "DELETE",
@@ -1062,6 +1112,7 @@ return {
     query = {},
     required = { "id" },
     body = false,
+    empty = true,
   },
   ["UserService_DeleteUser2"] = {
     method = "DELETE",
@@ -1072,6 +1123,7 @@ return {
     query = {},
     required = { "external_id" },
     body = false,
+    empty = true,
   },
   ["UserService_GetUser"] = {
     method = "GET",
@@ -1182,6 +1234,7 @@ return {
     query = {},
     required = { "id", "organization_id" },
     body = "required",
+    fields = { metadata = "object", roles = "array" },
   },
   ["UserService_UpdateMembership2"] = {
     method = "PATCH",
@@ -1192,6 +1245,7 @@ return {
     query = {},
     required = { "external_id", "organization_id" },
     body = "required",
+    fields = { metadata = "object", roles = "array" },
   },
   ["UserService_UpdateUser"] = {
     method = "PATCH",
@@ -1202,6 +1256,7 @@ return {
     query = {},
     required = { "id" },
     body = "required",
+    fields = { external_id = "string", metadata = "object", user_profile = { custom_attributes = "object", family_name = "string", first_name = "string", gender = "string", given_name = "string", groups = "array", last_name = "string", locale = "string", metadata = "object", name = "string", phone_number = "string", picture = "string", preferred_username = "string" } },
   },
   ["UserService_UpdateUser2"] = {
     method = "PATCH",
@@ -1212,6 +1267,7 @@ return {
     query = {},
     required = { "external_id" },
     body = "required",
+    fields = { external_id = "string", metadata = "object", user_profile = { custom_attributes = "object", family_name = "string", first_name = "string", gender = "string", given_name = "string", groups = "array", last_name = "string", locale = "string", metadata = "object", name = "string", phone_number = "string", picture = "string", preferred_username = "string" } },
   },
   ["WebAuthnService_DeleteCredential"] = {
     method = "DELETE",
@@ -1243,5 +1299,6 @@ return {
     query = {},
     required = { "credential_id" },
     body = "required",
+    fields = { display_name = "string" },
   },
 }

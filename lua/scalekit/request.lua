@@ -9,6 +9,7 @@ local _M = {}
 
 local type = type
 local pairs = pairs
+local next = next
 local tostring = tostring
 local concat = table.concat
 local sort = table.sort
@@ -40,41 +41,60 @@ function _M.form(t)
   return concat(parts, "&")
 end
 
-local errors_misuse = require("scalekit.errors").misuse
+local errors = require "scalekit.errors"
+local errors_misuse = errors.misuse
+local did_you_mean = errors.did_you_mean
+local null = require("scalekit.json").null
 
 -- Misuse names the operation; errors.misuse positions it at the caller's line.
 local function misuse(op_id, fmt, ...)
   errors_misuse("%s: " .. fmt, op_id, ...)
 end
 
+local mtype = rawget(math, "type")
+
 local function is_integral(v)
   return v == v and v ~= HUGE and v ~= -HUGE and floor(v) == v
 end
 
--- Integral numbers are written without a fraction or exponent even when they are
--- floats (lua-cjson and arithmetic can produce 10.0 on 5.4).
+-- A number as parameter text, or nil when it cannot be sent faithfully: Lua
+-- integers are written exactly (all 19 digits), integral floats without a fraction
+-- (lua-cjson and arithmetic give 10.0 on 5.4) while they are exact (below 2^53),
+-- other finite floats so that they read back the same; NaN, ±inf and integral
+-- floats from 2^53 on (9007199254740993 is not a double) are refused.
 local function number_text(v)
-  if is_integral(v) and v > -2^53 and v < 2^53 then
-    return format("%d", v)
+  if mtype and mtype(v) == "integer" then return format("%d", v) end
+  if is_integral(v) then
+    if v > -2^53 and v < 2^53 then return format("%d", v) end
+    return nil
   end
+  if v ~= v or v == HUGE or v == -HUGE then return nil end
   return format("%.17g", v)
 end
+_M.number_text = number_text
 
 local function scalar_text(op_id, name, ptype, v)
   local t = type(v)
+  local text
   if ptype == "string" then
     if t == "string" then return v end
-    if t == "number" then return number_text(v) end
+    if t == "number" then text = number_text(v) end
   elseif ptype == "integer" then
-    if t == "number" and is_integral(v) then return number_text(v) end
+    if t == "number" and (is_integral(v) or (mtype and mtype(v) == "integer")) then text = number_text(v) end
     if t == "string" and find(v, "^%-?%d+$") then return v end
   elseif ptype == "number" then
-    if t == "number" and v == v and v ~= HUGE and v ~= -HUGE then return number_text(v) end
+    if t == "number" then text = number_text(v) end
   elseif ptype == "boolean" then
     if t == "boolean" then return v and "true" or "false" end
   end
-  misuse(op_id, "parameter '%s' must be %s %s, got %s", name,
-         ptype == "integer" and "an" or "a", ptype, t == "number" and tostring(v) or t)
+  if text then return text end
+  if t == "number" and is_integral(v) and ptype ~= "boolean" then
+    misuse(op_id, "parameter '%s' cannot be sent exactly: %s is not an exact double (pass ids of "
+           .. "2^53 and more as strings)", name, tostring(v))
+  end
+  local what = ptype == "integer" and "an integer" or ptype == "number" and "a number (finite)"
+    or ptype == "string" and "a string (or a finite number)" or "a " .. ptype
+  misuse(op_id, "parameter '%s' must be %s, got %s", name, what, t == "number" and tostring(v) or t)
 end
 
 -- One path parameter as an encoded segment.
@@ -107,7 +127,8 @@ local function compile(op)
     pos = b + 1
   end
   pieces[#pieces + 1] = path:sub(pos)
-  local known = { body = true }
+  -- `strict = false` is the per-call escape hatch of the body check (below)
+  local known = { body = op.body and true or nil, strict = true }
   local qnames = {}
   for i = 1, #op.path_params do known[op.path_params[i]] = true end
   for q in pairs(op.query) do
@@ -124,9 +145,59 @@ end
 
 local function expected_list(c)
   local names = {}
-  for k in pairs(c.known) do names[#names + 1] = k end
+  for k in pairs(c.known) do
+    if k ~= "strict" then names[#names + 1] = k end
+  end
   sort(names)
-  return concat(names, ", ")
+  return #names > 0 and concat(names, ", ") or "none"
+end
+
+local function unknown_parameter(op_id, op, c, k)
+  if k == "body" then misuse(op_id, "takes no body") end
+  local fields = op.fields
+  if type(k) == "string" and fields and fields[k] ~= nil then
+    misuse(op_id, "'%s' is a body field: pass it under 'body' (or as a loose key of a resource method)", k)
+  end
+  misuse(op_id, "unknown parameter '%s'%s (expected: %s)", tostring(k), did_you_mean(k, c.known),
+         expected_list(c))
+end
+
+-- JSON types of the body schema (operations.lua `fields`) and what a Lua value must be
+local TYPE_CHECKS = {
+  string = function(v) return type(v) == "string" end,
+  integer = function(v) return type(v) == "number" and is_integral(v) end,
+  number = function(v) return type(v) == "number" and v == v and v ~= HUGE and v ~= -HUGE end,
+  boolean = function(v) return type(v) == "boolean" end,
+  array = function(v) return type(v) == "table" and (next(v) == nil or v[1] ~= nil) end,
+  object = function(v) return type(v) == "table" end,
+  any = function() return true end,
+}
+
+-- Body fields against the schema: unknown keys (with the nearest known names) and
+-- wrong types raise; cjson.null (an explicit JSON null) passes for any field.
+local function check_fields(op_id, fields, body, where)
+  for k, v in pairs(body) do
+    local want = type(k) == "string" and fields[k]
+    if want == nil or want == false then
+      local names = {}
+      for name in pairs(fields) do names[#names + 1] = name end
+      sort(names)
+      misuse(op_id, "unknown body field '%s%s'%s (known: %s; strict = false sends it anyway)",
+             where, tostring(k), did_you_mean(k, fields), concat(names, ", "))
+    end
+    if v ~= null then
+      if type(want) == "table" then
+        if type(v) ~= "table" then
+          misuse(op_id, "body field '%s%s' must be an object, got %s", where, k, type(v))
+        end
+        check_fields(op_id, want, v, where .. k .. ".")
+      elseif not TYPE_CHECKS[want](v) then
+        misuse(op_id, "body field '%s%s' must be %s %s, got %s", where, k,
+               (want == "integer" or want == "array" or want == "object" or want == "any") and "an" or "a",
+               want, type(v))
+      end
+    end
+  end
 end
 
 --- Build the path (with query string) and the body table for one call.
@@ -134,9 +205,11 @@ end
 ---@param op_id string
 ---@param op table entry of scalekit.operations
 ---@param params table?
+---@param strict boolean? check body fields against the schema (the client's `strict`;
+---                       `params.strict = false` turns it off for one call)
 ---@return string path_and_query
 ---@return table|nil body
-function _M.build(op_id, op, params)
+function _M.build(op_id, op, params, strict)
   if params == nil then
     params = {}
   elseif type(params) ~= "table" then
@@ -144,9 +217,7 @@ function _M.build(op_id, op, params)
   end
   local c = compile(op)
   for k in pairs(params) do
-    if not c.known[k] then
-      misuse(op_id, "unknown parameter '%s' (expected: %s)", tostring(k), expected_list(c))
-    end
+    if not c.known[k] then unknown_parameter(op_id, op, c, k) end
   end
 
   local pieces, names = c.pieces, c.names
@@ -201,6 +272,13 @@ function _M.build(op_id, op, params)
     elseif type(body) ~= "table" then
       misuse(op_id, "body must be a table, got %s", type(body))
     end
+    local check = params.strict
+    if check == nil then
+      check = strict
+    elseif type(check) ~= "boolean" then
+      misuse(op_id, "strict must be a boolean, got %s", type(check))
+    end
+    if check ~= false and op.fields then check_fields(op_id, op.fields, body, "") end
   end
   return path, body
 end

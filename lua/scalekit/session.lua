@@ -15,6 +15,8 @@
 --                  time (ngx/flight.lua; plain Lua has no concurrency: _M.DIRECT)
 --   env.jwks_cache get() -> text | nil; set(text, ttl)
 local errors = require "scalekit.errors"
+local json = require "scalekit.json"
+local core = require "scalekit.core"
 
 local _M = {}
 
@@ -22,11 +24,11 @@ local type = type
 local setmetatable = setmetatable
 local min = math.min
 local random = math.random
-local huge = math.huge
 local should_retry = errors.should_retry
 
-local json = require("cjson.safe").new()
 local json_decode = json.decode
+local null = json.null
+local monotonic = core.monotonic
 
 local Session = {}
 Session.__index = Session
@@ -62,6 +64,9 @@ function _M.new(cfg, env, secrets)
     jwks_cache = env.jwks_cache,
     token_form = secrets.token_form,
     client_form = secrets.client_form,
+    redact_secret = secrets.redact,
+    log = cfg.log,
+    tool_opts = { timeout = cfg.tool_timeout },
   }, Session)
 end
 
@@ -72,11 +77,36 @@ local function backoff(self, attempt)
   return d / 2 + random() * d / 2
 end
 
+-- The client's secret and `token` blanked out of a text the server sent (servers
+-- that echo the request would put them into error messages).
+local function redact(self, text, token)
+  if type(text) ~= "string" or text == "" then return text end
+  text = self.redact_secret(text)
+  if token and #token >= 8 and text:find(token, 1, true) then
+    text = text:gsub(token:gsub("%p", "%%%0"), "[redacted]")
+  end
+  return text
+end
+
+-- An API error whose details name a failure of the upstream tool provider: never
+-- retried (a provider 429 retried three times triples the damage) and never a
+-- reason to renew our token (a provider's 401 says nothing about it).
+local function tool_error(err)
+  local details = err.details
+  if type(details) ~= "table" then return false end
+  for i = 1, #details do
+    local d = details[i]
+    if type(d) == "table" and (d.error_code == "TOOL_ERROR" or d.errorCode == "TOOL_ERROR") then return true end
+  end
+  return false
+end
+
 -- One logical request: attempts, sleeps and (with `use_token`) the token dance.
--- `idempotent` overrides the method's retry rule (errors.should_retry).
--- Returns the transport's res on a 2xx, else nil, err.
-local function perform(self, method, url, body, ctype, opname, use_token, idempotent)
-  local transport = self.transport
+-- `idempotent` overrides the method's retry rule (errors.should_retry); `raw` is
+-- the transport's pass-through table (sk:proxy_request, tool calls). Returns the
+-- transport's res on a 2xx, else nil, err (with err.attempts).
+local function perform(self, method, url, body, ctype, opname, use_token, idempotent, raw)
+  local transport, log = self.transport, self.log
   local attempt, renewed = 0, false
   while true do
     local token, err
@@ -84,34 +114,58 @@ local function perform(self, method, url, body, ctype, opname, use_token, idempo
       token, err = self:token()
       if not token then return nil, err end
     end
-    local res
-    res, err = transport:request(method, url, body, ctype, token)
+    local res, t0
+    if log then
+      t0 = monotonic()
+      log({ event = "request", operation = opname, method = method, url = url, attempt = attempt + 1 })
+    end
+    res, err = transport:request(method, url, body, ctype, token, raw)
     local wait
     if res then
       local status = res.status
+      if log then
+        log({ event = "response", operation = opname, method = method, url = url, attempt = attempt + 1,
+              status = status, request_id = res.request_id, duration = monotonic() - t0 })
+      end
       if status >= 200 and status < 300 then return res end
-      if status == 401 and use_token and not renewed then
+      local ra = errors.parse_retry_after(res.retry_after)
+      err = errors.from_response(status, redact(self, res.body, token), {
+        request_id = res.request_id, retry_after = ra, operation = opname,
+      })
+      if tool_error(err) then
+        err.retryable = false
+      elseif status == 401 and use_token and not renewed then
         -- The token was revoked or expired early: forget it (only if nobody replaced
         -- it meanwhile), get a new one, and try once more, at once. Never loops.
         renewed = true
         self.store:clear(token)
-      else
-        local ra = errors.parse_retry_after(res.retry_after)
-        err = errors.from_response(status, res.body, {
-          request_id = res.request_id, retry_after = ra, operation = opname,
-        })
-        if should_retry(err, method, idempotent) then
-          if ra and ra > self.retry_after_max then return nil, err end
-          wait = ra or true
+        err = nil
+      elseif should_retry(err, method, idempotent) then
+        if ra and ra > self.retry_after_max then
+          err.attempts = attempt + 1
+          return nil, err
         end
+        wait = ra or true
       end
     else
       err.operation = opname
+      if log then
+        log({ event = "error", operation = opname, method = method, url = url, attempt = attempt + 1,
+              kind = err.kind, message = err.message, duration = monotonic() - t0 })
+      end
       wait = should_retry(err, method, idempotent)
     end
     if err then
-      if not wait or attempt >= self.max_retries then return nil, err end
-      self.sleep(wait == true and backoff(self, attempt) or wait)
+      if not wait or attempt >= self.max_retries then
+        err.attempts = attempt + 1
+        return nil, err
+      end
+      local delay = wait == true and backoff(self, attempt) or wait
+      if log then
+        log({ event = "retry", operation = opname, method = method, url = url, attempt = attempt + 1,
+              delay = delay, status = err.status, kind = err.kind })
+      end
+      self.sleep(delay)
       attempt = attempt + 1
     end
   end
@@ -128,8 +182,10 @@ local function fetch_token(self)
     return nil, errors.new("decode", "token endpoint answered without a usable access_token",
                            { status = res.status, request_id = res.request_id, operation = "oauth/token" })
   end
-  local expires_in = doc.expires_in
-  if type(expires_in) ~= "number" or not (expires_in > 0 and expires_in < huge) then
+  -- a lifetime from the network must be a finite, positive number of seconds (at
+  -- most a year); anything else gets the default hour
+  local expires_in = json.finite(doc.expires_in)
+  if not expires_in or expires_in <= 0 or expires_in > 31536000 then
     expires_in = 3600
   end
   -- refresh ahead of expiry: a minute early for day-long tokens, 10% for short ones
@@ -160,9 +216,10 @@ function Session:invalidate_token()
   self.store:clear()
 end
 
---- Send a request and decode its JSON answer. With `opts.bearer` (API calls) the
+--- Send a request and decode its JSON answer. With `bearer` (API calls) the
 --- client's token goes along; without it (OAuth, JWKS) none does.
---- An empty 2xx body is `{}`; a body that is not a JSON object or array is a
+--- An empty 2xx body is `{}`; so is `null` for operations whose answer has an empty
+--- schema (`empty`: deletes); any other body that is not a JSON object or array is a
 --- decode error (cjson's null is truthy and would pass as a result).
 ---@param method string
 ---@param path string path and query, starting with "/"
@@ -170,20 +227,40 @@ end
 ---@param opname string operationId or endpoint, for errors
 ---@param ctype string|nil "json" (default) | "form"
 ---@param bearer boolean|nil send the client's token
+---@param empty boolean|nil the operation's answer has an empty schema
+---@param opts table|nil {timeout = seconds} for this call (tool calls)
 ---@return table|nil result
 ---@return scalekit.Error|nil err
-function Session:request(method, path, body, opname, ctype, bearer)
-  local res, err = perform(self, method, self.base_url .. path, body, ctype or "json", opname, bearer)
+function Session:request(method, path, body, opname, ctype, bearer, empty, opts)
+  local raw
+  if opts and opts.timeout then raw = { timeout = opts.timeout, content_type = "application/json" } end
+  local res, err = perform(self, method, self.base_url .. path, body, raw and "raw" or ctype or "json",
+                           opname, bearer, nil, raw)
   if not res then return nil, err end
   local text = res.body
   if text == "" then return {} end
   local doc = json_decode(text)
+  if empty and doc == null then return {} end
   if type(doc) ~= "table" then
     return nil, errors.new("decode", "response is not a JSON object", {
       status = res.status, request_id = res.request_id, operation = opname,
     })
   end
   return doc
+end
+
+--- A pass-through request (sk:proxy_request): any content type both ways, the
+--- caller's headers, the tool timeout. Returns {status =, body =, content_type =} on
+--- a 2xx, nil, err otherwise (an HTTP error carries the provider's status).
+---@param method string
+---@param url string absolute URL
+---@param body string|nil
+---@param raw table {content_type =, headers = {"Name: value", …}, timeout =}
+---@param opname string
+---@return table|nil res
+---@return scalekit.Error|nil err
+function Session:raw(method, url, body, raw, opname)
+  return perform(self, method, url, body, "raw", opname, true, nil, raw)
 end
 
 --- Stats of the transport in use: {requests = n, connects = n}.

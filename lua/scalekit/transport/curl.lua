@@ -1,7 +1,8 @@
 --- The libcurl transport: one HTTP attempt on the C core's reused easy handle
 --- (csrc/http.c), in the transport contract that session.lua drives:
 ---   res, err = t:request(method, url, body, content_type, bearer)
----   res = { status =, body =, retry_after =, request_id = }
+---   res = { status =, body =, retry_after =, request_id = [, content_type = (raw)] }
+---   raw: nil, or {content_type =, headers =, timeout =} for pass-through calls
 ---   err = errors.from_transport(kind, message, sent, permanent)
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
@@ -27,16 +28,19 @@ function _M.new(cfg)
       ca_file = cfg.ca_file,
       user_agent = cfg.user_agent,
       max_body_size = cfg.max_body_size,
+      proxy = cfg.proxy,
+      no_proxy = cfg.no_proxy,
+      headers = cfg.extra_headers,
     }),
   }, mt)
 end
 
 ---@return table|nil res
 ---@return scalekit.Error|nil err
-function Curl:request(method, url, body, ctype, bearer)
-  local status, a, b, c, d = self.http:request(method, url, body, ctype, bearer)
+function Curl:request(method, url, body, ctype, bearer, raw)
+  local status, a, b, c, d = self.http:request(method, url, body, ctype, bearer, raw)
   if status then
-    return { status = status, body = a, retry_after = b, request_id = c }
+    return { status = status, body = a, retry_after = b, request_id = c, content_type = d }
   end
   return nil, from_transport(a, b, c, d)
 end
