@@ -83,6 +83,7 @@ build = {
     ["scalekit.config"] = "lua/scalekit/config.lua",
     ["scalekit.errors"] = "lua/scalekit/errors.lua",
     ["scalekit"] = "lua/scalekit/init.lua",
+    ["scalekit.json"] = "lua/scalekit/json.lua",
     ["scalekit.ngx.flight"] = "lua/scalekit/ngx/flight.lua",
     ["scalekit.ngx"] = "lua/scalekit/ngx/init.lua",
     ["scalekit.ngx.phase"] = "lua/scalekit/ngx/phase.lua",
