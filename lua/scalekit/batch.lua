@@ -480,7 +480,8 @@ _M.methods = methods
 
 --- Run many independent calls concurrently; order kept, one failure fails only its call.
 ---@param calls table[] `{ {operation_id, params}, … }`
----@param opts {concurrency: integer?, on_result: fun(i: integer, result: table?, err: scalekit.Error?)?, http2: boolean?, stats: table?}?
+---@param opts {concurrency: integer?, http2: boolean?, stats: table?,
+---             on_result: fun(i: integer, result: table?, err: scalekit.Error?)?}?
 ---@return table results results[i] is the decoded answer of call i, or nil
 ---@return table<integer, scalekit.Error>|nil errs nil when every call succeeded
 function methods.batch(client, calls, opts)
