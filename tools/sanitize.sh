@@ -22,7 +22,8 @@ cd "$(dirname "$0")/.."
 
 OUT=build-asan
 SPECS=${SANITIZE_SPECS:-"spec/integration/client_spec.lua spec/integration/paginate_spec.lua spec/unit/crypto_spec.lua spec/unit/jwt_spec.lua
-  spec/unit/webhook_spec.lua spec/integration/faults_spec.lua spec/integration/badinput_spec.lua"}
+  spec/unit/webhook_spec.lua spec/integration/faults_spec.lua spec/integration/badinput_spec.lua
+  spec/integration/batch_spec.lua"}
 CC=${CC:-gcc}
 SAN="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
