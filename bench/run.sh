@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cc -O2 -o bench/raw_curl bench/raw_curl.c $(pkg-config --cflags --libs libcurl)
 lua5.4 bench/bench.lua
+lua5.4 bench/latency.lua
