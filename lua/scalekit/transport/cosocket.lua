@@ -13,14 +13,31 @@
 -- name the same file there). A socket is put back into the keep-alive pool only after
 -- its answer was read completely and the server did not ask to close; anything else
 -- closes it. A socket never outlives the call that opened it.
+--
+-- The server is not trusted: every read is bounded before it is buffered (a line at
+-- MAX_LINE bytes, MAX_HEADERS lines and MAX_HEADER_BLOCK bytes per header block,
+-- MAX_INTERIM 1xx answers, chunk-size lines, trailers, and the body at
+-- max_body_size), and the status line must be exactly `HTTP/1.x SP 3DIGIT [SP
+-- reason]`. The parser (_M.reader, _M.read_response) works on any object with
+-- settimeout/receive/receiveany, so specs and the fuzz target feed it bytes.
+--
+-- Proxy (cfg.proxy, an http://host:port URL, and cfg.no_proxy, comma-separated hosts
+-- or domain suffixes, "*" for all): https goes through an HTTP CONNECT tunnel (TLS to
+-- the origin inside it, SNI and certificate check against the origin's name), plain
+-- http as an absolute-form request to the proxy. A refused CONNECT is a "network"
+-- error that says so ("proxy CONNECT to host:port failed: HTTP 407"). Pool names
+-- include the proxy. cfg.extra_headers ("Name: value" lines) go with every request.
 local errors = require "scalekit.errors"
 
 local _M = {}
 
-local ngx = ngx
-local tcp = ngx.socket.tcp
-local now = ngx.now
+-- the module loads outside nginx too (the parser's specs and fuzz target feed it a
+-- fake socket); the I/O functions need ngx
+local ngx = rawget(_G, "ngx")
+local tcp = ngx and ngx.socket.tcp
+local now = ngx and ngx.now or os.time
 local type = type
+local ipairs = ipairs
 local tonumber = tonumber
 local tostring = tostring
 local setmetatable = setmetatable
@@ -31,14 +48,18 @@ local min = math.min
 local find = string.find
 local lower = string.lower
 local match = string.match
+local gmatch = string.gmatch
 local sub = string.sub
 local concat = table.concat
 
--- Response header values handed to the Lua layer are cut here, as in csrc/http.c.
+--- Limits on what a server may send, checked before anything is buffered beyond them.
+-- Response header values handed to the Lua layer are cut at HVAL_MAX, as in csrc/http.c.
 local HVAL_MAX = 512
-local MAX_HEADERS = 100           -- header lines per answer
-local MAX_LINE = 16384            -- bytes of one status or header line
-local CHUNK_READ = 65536          -- bytes per read of a close-delimited body
+_M.MAX_LINE = 16384           -- bytes of one status, header, trailer or chunk-size line
+_M.MAX_HEADERS = 100          -- header lines per header block (and trailer lines)
+_M.MAX_HEADER_BLOCK = 65536   -- bytes of one header block (status line included)
+_M.MAX_INTERIM = 8            -- 1xx answers before the final one
+local READ_CHUNK = 16384      -- bytes asked of the socket per read
 
 local CONTENT_TYPES = {
   json = "application/json",
@@ -57,9 +78,39 @@ function mt.__tostring(self)
   return "scalekit.ngx.Transport (" .. tostring(self.requests) .. " requests)"
 end
 
+-- "http://host[:port][/]" of cfg.proxy (validated by scalekit.config) -> host, port
+local function parse_proxy(url)
+  if url == nil then return nil end
+  local authority = match(url, "^[%a]+://([^/]+)/?$")
+  local host, port = match(authority or "", "^(%[[^%]]+%]):?(%d*)$")
+  if not host then host, port = match(authority or "", "^([^:]+):?(%d*)$") end
+  if not host then errors.misuse("cosocket transport: bad proxy URL") end
+  -- libcurl's default proxy port
+  return host, tonumber(port) or 1080
+end
+
+-- the entries of cfg.no_proxy: lower-case host names or domain suffixes
+local function parse_no_proxy(text)
+  local list = {}
+  for entry in gmatch(text or "", "[^,%s]+") do
+    entry = lower(entry)
+    entry = match(entry, "^%[(.*)%]$") or entry
+    list[#list + 1] = match(entry, "^%.?(.-)%.?$")
+  end
+  return list
+end
+
 ---@param cfg table validated options (scalekit.config): timeout, connect_timeout,
----                   user_agent, max_body_size, keepalive_timeout, keepalive_pool, ca_file
+---                   user_agent, max_body_size, keepalive_timeout, keepalive_pool, ca_file,
+---                   proxy, no_proxy, extra_headers
 function _M.new(cfg)
+  local proxy_host, proxy_port = parse_proxy(cfg.proxy)
+  local extra = ""
+  if cfg.extra_headers then
+    local lines = {}
+    for i, line in ipairs(cfg.extra_headers) do lines[i] = line .. "\r\n" end
+    extra = concat(lines)
+  end
   return setmetatable({
     timeout = cfg.timeout,
     connect_timeout = cfg.connect_timeout,
@@ -69,6 +120,11 @@ function _M.new(cfg)
     keepalive_ms = floor(cfg.keepalive_timeout * 1000 + 0.5),
     keepalive_pool = cfg.keepalive_pool,
     ca_file = cfg.ca_file or "",
+    proxy_host = proxy_host,
+    proxy_port = proxy_port,
+    proxy_addr = proxy_host and (lower(proxy_host) == "localhost" and "127.0.0.1" or proxy_host),
+    no_proxy = parse_no_proxy(cfg.no_proxy),
+    extra_headers = extra,  -- "Name: value\r\n" lines sent with every request
     pools = {},            -- pool name -> connect options table (built once)
     requests = 0,
     connects = 0,
@@ -83,6 +139,17 @@ end
 
 local function url_error(msg)
   errors.misuse("cosocket transport: %s", msg)
+end
+
+-- whether `host` is reached without the proxy (cfg.no_proxy, as libcurl reads it:
+-- "*", a host name, or a domain suffix with or without its leading dot)
+local function bypasses_proxy(self, host)
+  host = lower(match(host, "^%[(.*)%]$") or host)
+  for _, entry in ipairs(self.no_proxy) do
+    if entry == "*" or host == entry then return true end
+    if #host > #entry and sub(host, -#entry - 1) == "." .. entry then return true end
+  end
+  return false
 end
 
 -- "https://host:port/path?q" -> parts; raises on what the C core refuses too.
@@ -106,13 +173,16 @@ local function parse_url(self, url)
   elseif sub(rest, 1, 1) ~= "/" then
     rest = "/" .. rest
   end
+  local proxied = self.proxy_host ~= nil and not bypasses_proxy(self, host)
   local pool = "scalekit:" .. host .. ":" .. port .. ":" .. self.ca_file
+  if proxied then pool = pool .. ":proxy=" .. self.proxy_host .. ":" .. self.proxy_port end
   local opts = self.pools[pool]
   if not opts then
     opts = { pool = pool, pool_size = self.keepalive_pool }
     self.pools[pool] = opts
   end
-  return host, addr, port, authority, rest, https, opts
+  return { host = host, addr = addr, port = port, authority = authority, path = rest, https = https,
+           opts = opts, proxied = proxied, url = url }
 end
 
 local function ms_until(deadline)
@@ -125,157 +195,258 @@ local function kind_of(err)
   return "network"
 end
 
--- Reads one line within the deadline. Returns line or nil, err, partial.
-local function read_line(sock, deadline)
-  local ms = ms_until(deadline)
-  if ms <= 0 then return nil, "timeout", "" end
-  sock:settimeout(ms)
-  local line, err, partial = sock:receive("*l")
-  if line and #line > MAX_LINE then return nil, "line too long", "" end
-  return line, err, partial
+---------------------------------------------------------------------------
+-- the response parser: a buffered reader over anything with settimeout(ms),
+-- receive(n) and receiveany(max) (a cosocket, or a fake socket in the specs and the
+-- fuzz target). Every read is bounded before it is buffered: at most READ_CHUNK bytes
+-- past a limit are ever held.
+---------------------------------------------------------------------------
+
+local Reader = {}
+local Reader_mt = { __index = Reader }
+
+--- A reader of `sock` with a deadline (seconds on `now()`'s clock; math.huge: none).
+function _M.reader(sock, deadline)
+  return setmetatable({ sock = sock, deadline = deadline, buf = "", pos = 1, got = 0 }, Reader_mt)
 end
 
-local function read_bytes(sock, n, deadline)
-  local ms = ms_until(deadline)
+-- more bytes into the buffer; nil, err on timeout/close
+function Reader:fill()
+  local ms = ms_until(self.deadline)
   if ms <= 0 then return nil, "timeout" end
+  local sock = self.sock
   sock:settimeout(ms)
-  return sock:receive(n)
+  local data, err = sock:receiveany(READ_CHUNK)
+  if not data then return nil, err end
+  self.got = self.got + #data
+  if self.pos > #self.buf then
+    self.buf, self.pos = data, 1
+  else
+    self.buf = sub(self.buf, self.pos) .. data
+    self.pos = 1
+  end
+  return true
+end
+
+--- One line (without CRLF or LF), at most `limit` bytes; nil, err ("too long",
+--- "timeout", "closed", …).
+function Reader:line(limit)
+  while true do
+    local i = find(self.buf, "\n", self.pos, true)
+    if i then
+      local line = sub(self.buf, self.pos, i - 1)
+      self.pos = i + 1
+      if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
+      if #line > limit then return nil, "too long" end
+      return line
+    end
+    if #self.buf - self.pos + 1 > limit + 1 then return nil, "too long" end
+    local ok, err = self:fill()
+    if not ok then return nil, err end
+  end
+end
+
+--- Exactly `n` bytes (n bounded by the caller); nil, err.
+function Reader:bytes(n)
+  local have = #self.buf - self.pos + 1
+  if have >= n then
+    local data = sub(self.buf, self.pos, self.pos + n - 1)
+    self.pos = self.pos + n
+    return data
+  end
+  local head = sub(self.buf, self.pos)
+  self.buf, self.pos = "", 1
+  local ms = ms_until(self.deadline)
+  if ms <= 0 then return nil, "timeout" end
+  self.sock:settimeout(ms)
+  local rest, err = self.sock:receive(n - have)
+  if not rest then return nil, err end
+  self.got = self.got + #rest
+  return head .. rest
+end
+
+--- Everything until the peer closes, at most `max` bytes: data | nil, err, "large"
+function Reader:until_close(max)
+  local parts, n = { sub(self.buf, self.pos) }, 1
+  local total = #parts[1]
+  self.buf, self.pos = "", 1
+  if total > max then return nil, "large" end
+  while true do
+    local ms = ms_until(self.deadline)
+    if ms <= 0 then return nil, "timeout" end
+    self.sock:settimeout(ms)
+    local data, err = self.sock:receiveany(READ_CHUNK)
+    if not data then
+      if err == "closed" then return concat(parts) end
+      return nil, err
+    end
+    total = total + #data
+    if total > max then return nil, "large" end
+    n = n + 1
+    parts[n] = data
+  end
+end
+
+--- Bytes read past the end of the answer (a server that sent more than one answer)
+function Reader:leftover()
+  return #self.buf - self.pos + 1
 end
 
 local function too_large(max)
   return "response body larger than max_body_size (" .. tostring(max) .. " bytes)"
 end
 
+local function read_failed(what, err)
+  if err == "too long" then return nil, "network", what .. " line too long in the answer", "permanent" end
+  return nil, kind_of(err), "reading the answer failed: " .. tostring(err)
+end
+
 -- Body in chunked transfer coding (RFC 9112 §7.1), trailers read and ignored.
-local function read_chunked(sock, deadline, max)
+local function read_chunked(r, max)
   local parts, n, total = {}, 0, 0
   while true do
-    local line, err = read_line(sock, deadline)
-    if not line then return nil, kind_of(err), "reading the answer failed: " .. err end
-    local hex = match(line, "^%s*(%x+)%s*[;]?")
+    local line, err = r:line(_M.MAX_LINE)
+    if not line then return read_failed("chunk size", err) end
+    local hex = match(line, "^(%x+)[ \t]*;") or match(line, "^(%x+)[ \t]*$")
     local size = hex and #hex <= 8 and tonumber(hex, 16)
     if not size then return nil, "network", "invalid chunked encoding in the answer" end
     if size == 0 then break end
     total = total + size
     if total > max then return nil, "network", too_large(max), "permanent" end
     local data
-    data, err = read_bytes(sock, size, deadline)
-    if not data then return nil, kind_of(err), "reading the answer failed: " .. err end
+    data, err = r:bytes(size)
+    if not data then return read_failed("chunk", err) end
     n = n + 1
     parts[n] = data
-    line, err = read_line(sock, deadline)
+    line, err = r:line(0)
     if line ~= "" then
-      if not line then return nil, kind_of(err), "reading the answer failed: " .. err end
+      if not line and err ~= "too long" then return read_failed("chunk", err) end
       return nil, "network", "invalid chunked encoding in the answer"
     end
   end
-  for _ = 1, MAX_HEADERS do
-    local line, err = read_line(sock, deadline)
-    if not line then return nil, kind_of(err), "reading the answer failed: " .. err end
+  local bytes = 0
+  for _ = 1, _M.MAX_HEADERS + 1 do
+    local line, err = r:line(_M.MAX_LINE)
+    if not line then return read_failed("trailer", err) end
     if line == "" then return concat(parts) end
+    bytes = bytes + #line
+    if bytes > _M.MAX_HEADER_BLOCK then break end
   end
-  return nil, "network", "too many trailer lines in the answer"
+  return nil, "network", "too many trailer lines in the answer", "permanent"
 end
 
--- Body delimited by the end of the connection (no length, not chunked).
-local function read_until_close(sock, deadline, max)
-  local parts, n, total = {}, 0, 0
+--- Status line: "HTTP/1.x SP 3DIGIT [SP reason]" exactly; -> minor version, status.
+function _M.parse_status_line(line)
+  local minor, code, rest = match(line, "^HTTP/1%.([01]) ([1-5]%d%d)(.*)$")
+  if not minor then return nil end
+  if rest ~= "" and (sub(rest, 1, 1) ~= " " or find(rest, "[%z\1-\8\10-\31\127]")) then return nil end
+  return minor, tonumber(code)
+end
+
+--- One header block: the fields we use, or nil, kind, message, flag.
+local function read_headers(r)
+  local h = { count = 0 }
+  local bytes = 0
   while true do
-    local ms = ms_until(deadline)
-    if ms <= 0 then return nil, "timeout", "reading the answer failed: timeout" end
-    sock:settimeout(ms)
-    local data, err = sock:receiveany(CHUNK_READ)
-    if not data then
-      if err == "closed" then return concat(parts) end
-      return nil, kind_of(err), "reading the answer failed: " .. err
+    local line, err = r:line(_M.MAX_LINE)
+    if not line then
+      if err == "too long" then return nil, "network", "header line too long in the answer", "permanent" end
+      return nil, kind_of(err), "reading the answer headers failed: " .. tostring(err)
     end
-    total = total + #data
-    if total > max then return nil, "network", too_large(max), "permanent" end
-    n = n + 1
-    parts[n] = data
+    if line == "" then return h end
+    h.count = h.count + 1
+    bytes = bytes + #line + 2
+    if h.count > _M.MAX_HEADERS then return nil, "network", "too many headers in the answer", "permanent" end
+    if bytes > _M.MAX_HEADER_BLOCK then
+      return nil, "network", "header block too large in the answer", "permanent"
+    end
+    local name, value = match(line, "^([!#$%%&'*+%-.^_`|~%w]+):[ \t]*(.-)[ \t]*$")
+    if not name or find(value, "[%z\1-\8\10-\31\127]") then
+      return nil, "network", "invalid header line in the answer"
+    end
+    name = lower(name)
+    if #value > HVAL_MAX then value = sub(value, 1, HVAL_MAX) end
+    if name == "content-length" then
+      local l = match(value, "^%d+$") and #value <= 15 and tonumber(value)
+      if not l or (h.length and h.length ~= l) then
+        return nil, "network", "invalid Content-Length in the answer"
+      end
+      h.length = l
+    elseif name == "transfer-encoding" then
+      h.chunked = find(lower(value), "chunked%s*$") ~= nil
+    elseif name == "connection" then
+      local v2 = lower(value)
+      if find(v2, "close", 1, true) then
+        h.close = true
+      elseif find(v2, "keep-alive", 1, true) and h.close == nil then
+        h.close = false
+      end
+    elseif name == "retry-after" then
+      h.retry_after = value
+    elseif name == "x-request-id" then
+      h.request_id = value
+    elseif name == "content-type" then
+      h.content_type = value
+    end
   end
 end
 
--- Status line and headers, then the body. Returns res, keepalive, or nil, kind,
--- message, flag: "stale" when nothing of the answer arrived (a pooled connection the
--- server had closed), "permanent" when the same request would fail the same way.
-local function read_response(self, sock, method, deadline)
-  local status, version, line, err, partial
-  repeat
-    line, err, partial = read_line(sock, deadline)
+--- Status line and headers, then the body, from reader `r`. Returns res, keepalive,
+--- or nil, kind, message, flag: "stale" when nothing of the answer arrived (a pooled
+--- connection the server had closed), "permanent" when the same request would fail the
+--- same way. `opts`: max_body (bytes), timeout (for messages), head_only (a CONNECT
+--- answer: no body on 2xx).
+function _M.read_response(r, method, opts)
+  local max = opts.max_body
+  for _ = 1, _M.MAX_INTERIM + 1 do
+    local line, err = r:line(_M.MAX_LINE)
     if not line then
       if err == "timeout" then
-        return nil, "timeout", "timed out waiting for the answer (" .. self.timeout .. " s)"
+        return nil, "timeout", "timed out waiting for the answer (" .. tostring(opts.timeout) .. " s)"
       end
-      return nil, "network", "connection closed before the answer (" .. err .. ")",
-             (partial == nil or partial == "") and status == nil and "stale" or nil
+      if err == "too long" then return nil, "network", "status line too long in the answer", "permanent" end
+      return nil, "network", "connection closed before the answer (" .. tostring(err) .. ")",
+             r.got == 0 and "stale" or nil
     end
-    local v, code = match(line, "^HTTP/(%d%.%d) (%d%d%d)")
-    if not v then return nil, "network", "invalid status line in the answer" end
-    version, status = v, tonumber(code)
-    local retry_after, request_id, length, chunked, close
-    local count = 0
-    while true do
-      line, err = read_line(sock, deadline)
-      if not line then return nil, kind_of(err), "reading the answer headers failed: " .. err end
-      if line == "" then break end
-      count = count + 1
-      if count > MAX_HEADERS then return nil, "network", "too many headers in the answer" end
-      local name, value = match(line, "^([^:%s]+)%s*:%s*(.-)%s*$")
-      if not name then return nil, "network", "invalid header line in the answer" end
-      name = lower(name)
-      if #value > HVAL_MAX then value = sub(value, 1, HVAL_MAX) end
-      if name == "content-length" then
-        local l = match(value, "^%d+$") and tonumber(value)
-        if not l or (length and length ~= l) then
-          return nil, "network", "invalid Content-Length in the answer"
-        end
-        length = l
-      elseif name == "transfer-encoding" then
-        chunked = find(lower(value), "chunked%s*$") ~= nil
-      elseif name == "connection" then
-        local v2 = lower(value)
-        if find(v2, "close", 1, true) then
-          close = true
-        elseif find(v2, "keep-alive", 1, true) and close == nil then
-          close = false
-        end
-      elseif name == "retry-after" then
-        retry_after = value
-      elseif name == "x-request-id" then
-        request_id = value
-      end
-    end
+    local minor, status = _M.parse_status_line(line)
+    if not minor then return nil, "network", "invalid status line in the answer" end
+    local h, kind, msg, flag = read_headers(r)
+    if not h then return nil, kind, msg, flag end
     if status >= 200 or status == 101 then
       -- final answer
       local body
-      local keepalive = not close and (version == "1.1" or close == false)
-      local max = self.max_body
-      if status == 204 or status == 304 or method == "HEAD" then
+      local keepalive = not h.close and (minor == "1" or h.close == false)
+      if opts.head_only and status < 300 then
         body = ""
-      elseif chunked then
-        local msg, flag
-        body, err, msg, flag = read_chunked(sock, deadline, max)
-        if not body then return nil, err, msg, flag end
-      elseif length then
-        if length > max then return nil, "network", too_large(max), "permanent" end
-        if length == 0 then
+      elseif status == 204 or status == 304 or method == "HEAD" then
+        body = ""
+      elseif h.chunked then
+        body, kind, msg, flag = read_chunked(r, max)
+        if not body then return nil, kind, msg, flag end
+      elseif h.length then
+        if h.length > max then return nil, "network", too_large(max), "permanent" end
+        if h.length == 0 then
           body = ""
         else
-          body, err = read_bytes(sock, length, deadline)
-          if not body then return nil, kind_of(err), "reading the answer failed: " .. err end
+          body, err = r:bytes(h.length)
+          if not body then return read_failed("body", err) end
         end
       else
-        local msg, flag
-        body, err, msg, flag = read_until_close(sock, deadline, max)
-        if not body then return nil, err, msg, flag end
+        body, err = r:until_close(max)
+        if not body then
+          if err == "large" then return nil, "network", too_large(max), "permanent" end
+          return read_failed("body", err)
+        end
         keepalive = false
       end
-      return { status = status, body = body, retry_after = retry_after, request_id = request_id },
-             keepalive
+      -- bytes past this answer: the connection is out of step, never reuse it
+      if r:leftover() > 0 then keepalive = false end
+      return { status = status, body = body, retry_after = h.retry_after, request_id = h.request_id,
+               content_type = h.content_type }, keepalive
     end
     -- 1xx interim answer: its headers are dropped, the final one follows
-  until false
+  end
+  return nil, "network", "too many interim (1xx) answers", "permanent"
 end
 
 -- connect options for the fresh connection of a stale retry: a pool name that never
@@ -294,23 +465,68 @@ local function unsent(kind, message)
   return nil, from_transport(kind, message, false, false)
 end
 
-local function attempt(self, req, method, host, addr, port, https, opts, deadline, fresh)
+-- Through the proxy, a tunnel to u.host:u.port (HTTP CONNECT, RFC 9110 9.3.6) on the
+-- fresh socket `sock`: true, or nil, err (said to come from the proxy).
+local function connect_tunnel(self, sock, u, deadline)
+  local target = u.host .. ":" .. u.port
+  local ms = ms_until(deadline)
+  if ms <= 0 then return unsent("timeout", "proxy CONNECT to " .. target .. " timed out") end
+  sock:settimeout(ms)
+  local ok, err = sock:send({ "CONNECT ", target, " HTTP/1.1\r\nHost: ", target,
+                              "\r\nUser-Agent: ", self.user_agent, "\r\n\r\n" })
+  if not ok then
+    return unsent(kind_of(err), "proxy CONNECT to " .. target .. " failed: " .. tostring(err))
+  end
+  local r = _M.reader(sock, deadline)
+  local res, kind, message = _M.read_response(r, "CONNECT", { max_body = 65536, timeout = self.timeout,
+                                                               head_only = true })
+  if not res then
+    return unsent(kind == "timeout" and "timeout" or "network",
+                  "proxy CONNECT to " .. target .. " failed: " .. tostring(message))
+  end
+  if res.status < 200 or res.status > 299 then
+    -- 407 (proxy authentication) and the like would fail the same way again
+    return nil, from_transport("network", "proxy CONNECT to " .. target .. " failed: HTTP " .. res.status,
+                               false, res.status < 500)
+  end
+  if r:leftover() > 0 then
+    return unsent("network", "proxy CONNECT to " .. target .. " failed: data after the proxy's answer")
+  end
+  return true
+end
+
+local function attempt(self, req, method, u, deadline, fresh, timeout)
   local sock = tcp()
+  local host, port = u.host, u.port
   local connect_deadline = min(deadline, now() + self.connect_timeout)
   local ms = ms_until(connect_deadline)
   if ms <= 0 then return unsent("timeout", "no time left to connect") end
   sock:settimeout(ms)
-  local ok, err = sock:connect(addr, port, fresh and fresh_opts(opts) or opts)
+  local opts = fresh and fresh_opts(u.opts) or u.opts
+  local ok, err
+  if u.proxied then
+    ok, err = sock:connect(self.proxy_addr, self.proxy_port, opts)
+  else
+    ok, err = sock:connect(u.addr, port, opts)
+  end
   if not ok then
+    local where = u.proxied and ("proxy " .. self.proxy_host .. ":" .. self.proxy_port) or (host .. ":" .. port)
     if err == "timeout" then
-      return unsent("timeout", "connect to " .. host .. ":" .. port .. " timed out")
+      return unsent("timeout", "connect to " .. where .. " timed out")
     end
-    return unsent("network", "cannot connect to " .. host .. ":" .. port .. ": " .. tostring(err))
+    return unsent("network", "cannot connect to " .. where .. ": " .. tostring(err))
   end
   local reused = sock:getreusedtimes() > 0
   if not reused then
     self.connects = self.connects + 1
-    if https then
+    if u.proxied and u.https then
+      local res, terr = connect_tunnel(self, sock, u, connect_deadline)
+      if not res then
+        sock:close()
+        return nil, terr
+      end
+    end
+    if u.https then
       ms = ms_until(connect_deadline)
       if ms <= 0 then
         sock:close()
@@ -357,7 +573,9 @@ local function attempt(self, req, method, host, addr, port, https, opts, deadlin
     return nil, from_transport(kind_of(err), "sending the request failed: " .. tostring(err), true, false)
   end
 
-  local res, keepalive, message, flag = read_response(self, sock, method, deadline)
+  local r = _M.reader(sock, deadline)
+  local res, keepalive, message, flag = _M.read_response(r, method, { max_body = self.max_body,
+                                                                      timeout = timeout })
   if not res then
     sock:close()
     if flag == "stale" and reused then return STALE end
@@ -371,26 +589,51 @@ local function attempt(self, req, method, host, addr, port, https, opts, deadlin
   return res
 end
 
+local function header_line_ok(line)
+  return type(line) == "string" and not find(line, "[%z\r\n]") and find(line, "^[^:%s]+:") ~= nil
+end
+
 --- One HTTP attempt; see the module header for the contract.
 ---@param method string GET|POST|PUT|PATCH|DELETE
 ---@param url string absolute http(s) URL
 ---@param body string|nil
----@param ctype string|nil "json" (default) | "form" (never with a token)
+---@param ctype string|nil "json" (default) | "form" (never with a token) | "raw" (with `raw`)
 ---@param bearer string|nil access token for the Authorization header (the session
 ---                         checked it when it came from the token endpoint)
----@return table|nil res {status, body, retry_after, request_id}
+---@param raw table|nil {content_type =, headers = {"Name: value", …}, timeout =} of a
+---                     pass-through call: no Accept of ours, the caller's content type,
+---                     headers and timeout, and the answer's content_type in res
+---@return table|nil res {status, body, retry_after, request_id, content_type}
 ---@return scalekit.Error|nil err
-function Transport:request(method, url, body, ctype, bearer)
-  local content_type = CONTENT_TYPES[ctype or "json"]
-  local host, addr, port, authority, path, https, opts = parse_url(self, url)
+function Transport:request(method, url, body, ctype, bearer, raw)
+  local u = parse_url(self, url)
+  local timeout = self.timeout
 
   -- the request as a list of pieces: cosocket send() joins them in C
+  local target = u.path
+  -- plain http through the proxy: the absolute form (RFC 9112 3.2.2)
+  if u.proxied and not u.https then target = "http://" .. u.authority .. u.path end
   local req = {
-    method, " ", path, " HTTP/1.1\r\nHost: ", authority,
-    "\r\nUser-Agent: ", self.user_agent,
-    "\r\nAccept: application/json\r\nContent-Type: ", content_type, "\r\n",
+    method, " ", target, " HTTP/1.1\r\nHost: ", u.authority,
+    "\r\nUser-Agent: ", self.user_agent, "\r\n", self.extra_headers,
   }
   local n = #req
+  if raw then
+    if ctype ~= "raw" or type(raw) ~= "table" then url_error("a raw request needs content type \"raw\"") end
+    if raw.timeout ~= nil then timeout = raw.timeout end
+    if raw.content_type ~= nil then
+      if type(raw.content_type) ~= "string" or find(raw.content_type, "[%z\r\n]") then
+        url_error("raw content_type must not contain NUL or line breaks")
+      end
+      req[n + 1], req[n + 2], req[n + 3] = "Content-Type: ", raw.content_type, "\r\n"
+      n = n + 3
+    end
+  else
+    local content_type = CONTENT_TYPES[ctype or "json"]
+    if not content_type then url_error("unknown content type " .. tostring(ctype)) end
+    req[n + 1], req[n + 2], req[n + 3] = "Accept: application/json\r\nContent-Type: ", content_type, "\r\n"
+    n = n + 3
+  end
   if body ~= nil or SENDS_LENGTH[method] then
     req[n + 1] = "Content-Length: "
     req[n + 2] = tostring(body and #body or 0)
@@ -403,18 +646,30 @@ function Transport:request(method, url, body, ctype, bearer)
     req[n + 3] = "\r\n"
     n = n + 3
   end
+  if raw and raw.headers then
+    for _, line in ipairs(raw.headers) do
+      if not header_line_ok(line) then url_error("raw headers must be \"Name: value\" lines") end
+      req[n + 1], req[n + 2] = line, "\r\n"
+      n = n + 2
+    end
+  end
   req[n + 1] = "\r\n"
   if body ~= nil and body ~= "" then req[n + 2] = body end
 
   self.requests = self.requests + 1
-  local deadline = now() + self.timeout
-  local res, err = attempt(self, req, method, host, addr, port, https, opts, deadline, false)
+  local deadline = now() + timeout
+  local res, err = attempt(self, req, method, u, deadline, false, timeout)
   if res == STALE then
     -- like libcurl: a reused connection that died before any byte of the answer
     -- (closed by the server while idle) is not an answer; try once on a new one
-    res, err = attempt(self, req, method, host, addr, port, https, opts, deadline, true)
+    res, err = attempt(self, req, method, u, deadline, true, timeout)
   end
   return res, err
+end
+
+--- Close: cosockets belong to their request; nothing is held between calls.
+function Transport:close() -- luacheck: ignore 212/self
+  return true
 end
 
 return _M
