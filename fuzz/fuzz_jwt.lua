@@ -3,7 +3,7 @@
 -- for each input; it must never raise on a string.
 local jwt = require "scalekit.auth.jwt"
 local core = require "scalekit.core"
-local cjson = require("cjson.safe").new()
+local json = require "scalekit.json"
 
 -- the P-256 key that signed fuzz/corpus/jwt/es256 (valid at OPTS.now)
 local EC = { kty = "EC", crv = "P-256", kid = "k1", alg = "ES256",
@@ -30,12 +30,16 @@ return function(input)
     check(pcall(jwt.decode, token))
     check(pcall(jwt.verify, token, finder, OPTS))
   end
-  -- 3. the input as a JWKS document
-  local doc = cjson.decode(input)
+  -- 3. the input as a JWKS document (decoded strictly, as scalekit.auth.jwks does)
+  local doc = json.decode(input)
   if type(doc) == "table" then
     local ok, by_kid, all = pcall(jwt.keys_from_jwks, doc)
     assert(ok, by_kid)
     assert(type(by_kid) == "table" and type(all) == "table")
     for _, k in ipairs(all) do k:close() end
+    -- and through key_finder, with the token's alg checked against a key's alg
+    local ok2, find = pcall(jwt.key_finder, doc)
+    assert(ok2, find)
+    check(pcall(jwt.verify, input, find, OPTS))
   end
 end

@@ -5,6 +5,14 @@
 #   FUZZ_TARGETS="..."   subset of: headers base64 jwk jwt
 #   FUZZ_JOBS=1          libFuzzer workers per target (keep 1 on a shared machine)
 #   FUZZ_MODE=standalone force the gcc fallback driver (default: libfuzzer when available)
+#   FUZZ_LUA_TARGETS="http1 json"  the pure-Lua targets (fuzz/lua_fuzz.lua), "" for none
+#
+# Lua targets (fuzz/fuzz_<name>.lua, driven by fuzz/lua_fuzz.lua, a mutation fuzzer
+# without coverage feedback, lua5.4 over build/scalekit/core.so, or over the ASan'd
+# build-asan/ core with the ASan runtime preloaded when tools/sanitize.sh built it):
+# http1, the cosocket transport's response parser fed by a fake socket
+# (spec/support/fake_socket.lua); json, the strict JSON boundary (scalekit.json) and the
+# JWT/JWKS readers behind it.
 #
 # Targets (fuzz/*.c): response header/body callbacks of csrc/http.c, base64/base64url
 # of csrc/crypto.c, JWK -> key + signature checks (crypto.c, directly and through
@@ -126,6 +134,30 @@ for t in $TARGETS; do
     summary+=("fuzz_$t: FAILED after $execs execs")
   else
     summary+=("fuzz_$t: ok, $execs execs in ${SECONDS_PER}s${cov:+, cov $cov}, corpus $(ls "$corpus" | wc -l)")
+  fi
+done
+
+# the pure-Lua targets
+LUA_TARGETS=${FUZZ_LUA_TARGETS-"http1 json"}
+LUA_CORE=build
+LUA_PRELOAD=""
+if [ -f build-asan/scalekit/core.so ]; then
+  LUA_CORE=build-asan
+  LUA_PRELOAD=$(gcc -print-file-name=libasan.so 2>/dev/null || true)
+fi
+for t in $LUA_TARGETS; do
+  log="$OUT/fuzz_lua_$t.log"
+  echo "== fuzz_$t (Lua, $LUA_CORE): run ${SECONDS_PER}s"
+  if [ ! -f "$LUA_CORE/scalekit/core.so" ]; then
+    echo "fuzz_$t: $LUA_CORE/scalekit/core.so missing (run make)"; status=1
+    summary+=("fuzz_$t: FAILED (no core)"); continue
+  fi
+  if env ${LUA_PRELOAD:+LD_PRELOAD=$LUA_PRELOAD} ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1 \
+       LUA_CPATH="$LUA_CORE/?.so;;" lua5.4 fuzz/lua_fuzz.lua "$t" "$SECONDS_PER" > "$log" 2>&1; then
+    summary+=("$(tail -n 1 "$log")")
+  else
+    echo "fuzz_$t: FAILED, see $log"; tail -n 20 "$log"; status=1
+    summary+=("fuzz_$t: FAILED")
   fi
 done
 
