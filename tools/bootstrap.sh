@@ -17,7 +17,8 @@ profile=${1:-test}
 DEMO=(lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev pkg-config gcc make libc6-dev
       lua-cjson nginx libnginx-mod-http-lua curl openssl ca-certificates)
 TEST=("${DEMO[@]}" luajit2 libluajit2-5.1-dev lua5.3 liblua5.3-dev lua5.1 liblua5.1-0-dev
-      valgrind lua-busted luarocks lua-check clang libclang-rt-14-dev)
+      valgrind lua-busted luarocks lua-check clang libclang-rt-14-dev
+      lua-resty-lrucache chromium)
 
 case $profile in
   demo) PKGS=("${DEMO[@]}") ;;

@@ -37,6 +37,18 @@ local json = require "scalekit.json"
 local null = json.null
 local misuse = errors.misuse
 
+-- Raise a page's error table. ngx_lua logs only string errors (a table shows as
+-- "unknown reason"), so inside OpenResty the message is logged first: an error that
+-- ends a request handler always says what failed. The table itself is raised, for
+-- pcall.
+local function raise(err)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and type(ngx.log) == "function" then
+    ngx.log(ngx.ERR, "scalekit: list iterator raised: ", tostring(err))
+  end
+  error(err, 0)
+end
+
 --- Page tokens remembered per walk for cycle detection (see the module header).
 _M.SEEN_TOKENS = 256
 --- Longest next_page_token accepted, in bytes.
@@ -178,7 +190,7 @@ function _M.pages(client, op_id, params)
   local next_page, state = walker(client, op_id, op, params)
   local function iter()
     local page, err = next_page()
-    if err then error(err, 0) end
+    if err then raise(err) end
     return page
   end
   return iter, nil, nil, closer(state)
@@ -202,7 +214,7 @@ function _M.each(client, op_id, params)
       end
       if state.done then return nil end
       local page, err = next_page()
-      if err then error(err, 0) end
+      if err then raise(err) end
       if not page then return nil end
       items, i = page[op.items], 0
       if items == null or type(items) ~= "table" then items = nil end
