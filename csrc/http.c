@@ -505,10 +505,19 @@ static void failure_message(sk_http *h, CURLcode rc, char *out, size_t n)
 {
     long connect_code = 0;
     const char *base = h->errbuf[0] != '\0' ? h->errbuf : curl_easy_strerror(rc);
+    int via_proxy = rc == CURLE_COULDNT_RESOLVE_PROXY;
+#if LIBCURL_VERSION_NUM >= 0x074900
+    long proxy_error = 0;  /* CURLPX_OK: the proxy (if any) did its part */
+    if (curl_easy_getinfo(h->curl, CURLINFO_PROXY_ERROR, &proxy_error) == CURLE_OK && proxy_error != 0)
+        via_proxy = 1;
+#endif
+    /* with a proxy, every connection goes to it first */
+    if (rc == CURLE_COULDNT_CONNECT && h->proxy != NULL)
+        via_proxy = 1;
     curl_easy_getinfo(h->curl, CURLINFO_HTTP_CONNECTCODE, &connect_code);
     if (connect_code >= 300)
         snprintf(out, n, "proxy CONNECT failed: HTTP %ld (%s)", connect_code, base);
-    else if (rc == CURLE_COULDNT_RESOLVE_PROXY)
+    else if (via_proxy)
         snprintf(out, n, "proxy: %s", base);
     else
         snprintf(out, n, "%s", base);

@@ -10,6 +10,7 @@ local jwks = require "scalekit.auth.jwks"
 
 local _M = {}
 
+local type = type
 local pairs = pairs
 local ipairs = ipairs
 local rawget = rawget
@@ -18,7 +19,10 @@ local tostring = tostring
 local setmetatable = setmetatable
 local misuse = errors.misuse
 
-local json_encode = require("scalekit.json").encode
+local json = require "scalekit.json"
+local json_encode = json.encode
+local floor = math.floor
+local getmetatable = getmetatable
 
 -- Operations that run a third-party tool: the longer `tool_timeout` per attempt.
 local TOOL_CALLS = { ToolService_ExecuteTool = true }
@@ -39,8 +43,16 @@ local Client_mt = {
     local m = Client[k]
     if m ~= nil then return m end
     local r = resources.bind(self, k)
-    if r then rawset(self, k, r) end
-    return r
+    if r then
+      rawset(self, k, r)
+      return r
+    end
+    -- private fields and non-names are simply absent; a misspelt resource or method
+    -- is named, with the nearest real ones
+    if type(k) ~= "string" or k:sub(1, 1) == "_" then return nil end
+    local names = resources.names()
+    for name in pairs(Client) do names[#names + 1] = name end
+    errors.misuse("no resource or method '%s'%s", k, errors.did_you_mean(k, names))
   end,
   __tostring = function(self)
     return "scalekit.Client (" .. printable(self.environment_url) .. ", client_id="
@@ -63,6 +75,9 @@ function _M.new(cfg, session)
 end
 
 local function live(self)
+  if type(self) ~= "table" or getmetatable(self) ~= Client_mt then
+    misuse("a client method was called with '.'; call it as sk:method(...)")
+  end
   if rawget(self, "_closed") then misuse("client is closed") end
   return self._s
 end
@@ -122,7 +137,9 @@ end
 ---@return string|nil token
 ---@return number|scalekit.Error expires_at epoch seconds, or the error
 function Client:token()
-  return live(self):token()
+  local token, expires_at = live(self):token()
+  if token then expires_at = json.integer(floor(expires_at)) or expires_at end
+  return token, expires_at
 end
 
 --- Drop the cached token; the next call fetches a new one.
@@ -148,6 +165,7 @@ end
 -- scalekit/auth/, …), refused once closed. Each is a table name -> fn(client, ...).
 local MIXINS = {
   auth.methods,
+  require("scalekit.proxy").methods,
   require("scalekit.batch").methods,
   require("scalekit.gateway").methods,
 }

@@ -20,7 +20,7 @@ local format = string.format
 local find = string.find
 local getinfo = debug.getinfo
 
-local json = require("cjson.safe").new()
+local json = require "scalekit.json"
 local null = json.null
 
 ---@alias scalekit.ErrorKind "http"|"timeout"|"network"|"tls"|"decode"|"auth"|"config"
@@ -158,7 +158,15 @@ function _M.did_you_mean(name, candidates)
   for k, v in pairs(candidates) do
     local c = type(k) == "string" and k or v
     if type(c) == "string" then
-      local d = distance(name:lower(), c:lower())
+      local ln, lc = name:lower(), c:lower()
+      local d = distance(ln, lc)
+      -- a shortened name ("send_invite" for "send_invitation_email") is near too: it
+      -- shares most of its first letters
+      if d >= best_d and #ln >= 4 then
+        local p = 0
+        while p < #ln and ln:byte(p + 1) == lc:byte(p + 1) do p = p + 1 end
+        if p >= 0.75 * #ln then d = 1 end
+      end
       if d < best_d then best, best_d = { c }, d elseif d == best_d then best[#best + 1] = c end
     end
   end
@@ -186,7 +194,7 @@ end
 function _M.from_response(status, body, meta)
   meta = meta or {}
   local fields = {
-    status = status,
+    status = json.integer(status) or status,
     request_id = meta.request_id,
     retry_after = meta.retry_after,
     operation = meta.operation,
@@ -195,8 +203,7 @@ function _M.from_response(status, body, meta)
   local message
   local doc = body and body ~= "" and json.decode(body)
   if type(doc) == "table" then
-    local code = field(doc, "code")
-    if type(code) == "number" then fields.code = code end
+    fields.code = json.integer(field(doc, "code"))
     local msg = field(doc, "message")
     if type(msg) == "string" then message = msg end
     local details = field(doc, "details")

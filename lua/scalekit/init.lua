@@ -23,9 +23,11 @@ local _M = {
   DEFAULTS = config.DEFAULTS,
   pkce = auth.pkce,                   -- verifier, challenge, "S256"
   random_string = auth.random_string, -- for state and nonce
+  interceptor_response = require("scalekit.auth.webhook").interceptor_response,
 }
 
 local type = type
+local pairs = pairs
 local ipairs = ipairs
 local rawget = rawget
 local getenv = os.getenv
@@ -88,6 +90,34 @@ function _M.new(opts)
     env = plain_environment(cfg)
   end
   return client.new(cfg, session.new(cfg, env, secrets(cfg)))
+end
+
+--- A client-credentials token for another M2M client (an organization's API
+--- client, say), with the scopes it asks for: fetched once, never cached.
+---@param opts {environment_url: string, client_id: string, client_secret: string, scopes: string[]?}
+---@return string|nil token
+---@return number|scalekit.Error expires_at epoch seconds, or the error
+function _M.client_token(opts)
+  if type(opts) ~= "table" then errors.misuse("client_token: opts must be a table") end
+  local o = {}
+  for k, v in pairs(opts) do
+    if k ~= "scopes" then o[k] = v end
+  end
+  local scopes = opts.scopes
+  if scopes ~= nil then
+    if type(scopes) ~= "table" then errors.misuse("client_token: scopes must be a list of strings") end
+    for i = 1, #scopes do
+      if type(scopes[i]) ~= "string" or scopes[i]:find("[%s%c]") then
+        errors.misuse("client_token: scopes[%d] must be a string without spaces", i)
+      end
+    end
+    o.scope = table.concat(scopes, " ")
+  end
+  local sk, err = _M.new(o)
+  if not sk then return nil, err end
+  local token, expires_at = sk:token()
+  sk:close()
+  return token, expires_at
 end
 
 --- Create a client from SCALEKIT_ENVIRONMENT_URL, SCALEKIT_CLIENT_ID and

@@ -175,22 +175,33 @@ local TYPE_CHECKS = {
 
 -- Body fields against the schema: unknown keys (with the nearest known names) and
 -- wrong types raise; cjson.null (an explicit JSON null) passes for any field.
-local function check_fields(op_id, fields, body, where)
+-- names people carry over from other APIs
+local FIELD_SYNONYMS = { first_name = "given_name", last_name = "family_name", surname = "family_name",
+                         firstname = "given_name", lastname = "family_name" }
+
+local function check_fields(op_id, op, fields, body, where)
   for k, v in pairs(body) do
     local want = type(k) == "string" and fields[k]
     if want == nil or want == false then
       local names = {}
       for name in pairs(fields) do names[#names + 1] = name end
       sort(names)
+      local hint = FIELD_SYNONYMS[k] and fields[FIELD_SYNONYMS[k]] and " (did you mean '" .. FIELD_SYNONYMS[k] .. "'?)"
+        or did_you_mean(k, fields)
+      if hint == "" and where == "" then
+        -- a mistyped query parameter lands among the body fields of a resource method
+        local q = did_you_mean(k, op.query)
+        if q ~= "" then hint = q:gsub("did you mean", "did you mean the query parameter") end
+      end
       misuse(op_id, "unknown body field '%s%s'%s (known: %s; strict = false sends it anyway)",
-             where, tostring(k), did_you_mean(k, fields), concat(names, ", "))
+             where, tostring(k), hint, concat(names, ", "))
     end
     if v ~= null then
       if type(want) == "table" then
         if type(v) ~= "table" then
           misuse(op_id, "body field '%s%s' must be an object, got %s", where, k, type(v))
         end
-        check_fields(op_id, want, v, where .. k .. ".")
+        check_fields(op_id, op, want, v, where .. k .. ".")
       elseif not TYPE_CHECKS[want](v) then
         misuse(op_id, "body field '%s%s' must be %s %s, got %s", where, k,
                (want == "integer" or want == "array" or want == "object" or want == "any") and "an" or "a",
@@ -278,7 +289,7 @@ function _M.build(op_id, op, params, strict)
     elseif type(check) ~= "boolean" then
       misuse(op_id, "strict must be a boolean, got %s", type(check))
     end
-    if check ~= false and op.fields then check_fields(op_id, op.fields, body, "") end
+    if check ~= false and op.fields then check_fields(op_id, op, op.fields, body, "") end
   end
   return path, body
 end

@@ -14,6 +14,7 @@
 -- README's method reference and types/scalekit.lua are generated from MAP
 -- (`make docs`), and spec/resources_spec.lua checks MAP covers every operation once.
 local operations = require "scalekit.operations"
+local errors = require "scalekit.errors"
 
 local _M = {}
 
@@ -22,6 +23,15 @@ local pairs = pairs
 local error = error
 local select = select
 local setmetatable = setmetatable
+
+-- Verbs users reach for that the API calls otherwise.
+local SYNONYMS = {
+  fetch = "get", retrieve = "get", read = "get", find = "get", show = "get",
+  remove = "delete", destroy = "delete", del = "delete",
+  new = "create", add = "create", insert = "create",
+  edit = "update", modify = "update", patch = "update", set = "update",
+  all = "list", index = "list", iter = "each", iterate = "each",
+}
 
 local MAP = {
   organizations = {
@@ -189,10 +199,8 @@ local function is_sequence(t)
   return t[1] ~= nil
 end
 
-local errors_misuse = require("scalekit.errors").misuse
-
 local function misuse(where, msg)
-  errors_misuse("%s: %s", where, msg)
+  errors.misuse("%s: %s", where, msg)
 end
 
 -- Turn (positional ids…, rest) into the params table of sk:call.
@@ -239,6 +247,16 @@ local function to_params(where, spec, op, path_set, n, ...)
   return params
 end
 
+-- The client behind a resource object; a call made with '.' instead of ':' passes
+-- the first argument as `self`, which is named here rather than failing deep inside.
+local function client_of(self, resource, name)
+  local client = type(self) == "table" and rawget(self, "_client")
+  if not client then
+    errors.misuse("sk.%s.%s(...) was called with '.'; call it as sk.%s:%s(...)", resource, name, resource, name)
+  end
+  return client
+end
+
 local function make_method(resource, name, spec)
   local op_id = spec[1]
   local op = operations[op_id]
@@ -251,17 +269,18 @@ local function make_method(resource, name, spec)
   end
   local methods = {}
   methods[name] = function(self, ...)
-    return self._client:call(op_id, params_of(...))
+    return client_of(self, resource, name):call(op_id, params_of(...))
   end
   if op.paging and op.items then
     local each, pages, all = _M.iterator_names(name)
     methods[each] = function(self, ...)
-      return self._client:each(op_id, params_of(...))
+      return client_of(self, resource, each):each(op_id, params_of(...))
     end
     methods[pages] = function(self, ...)
-      return self._client:pages(op_id, params_of(...))
+      return client_of(self, resource, pages):pages(op_id, params_of(...))
     end
     methods[all] = function(self, ...)
+      local client = client_of(self, resource, all)
       local n = select("#", ...)
       local opts
       if n > 0 then
@@ -272,7 +291,7 @@ local function make_method(resource, name, spec)
           n = n - 1
         end
       end
-      return self._client:all(op_id, to_params(where, spec, op, path_set, n, ...), opts)
+      return client:all(op_id, to_params(where, spec, op, path_set, n, ...), opts)
     end
   end
   return methods
@@ -290,10 +309,28 @@ local function class_of(resource)
   for name, spec in pairs(entries) do
     for k, fn in pairs(make_method(resource, name, spec)) do cls[k] = fn end
   end
-  cls.__index = cls
+  cls.__index = function(_, k)
+    local m = rawget(cls, k)
+    if m ~= nil or type(k) ~= "string" or k:sub(1, 1) == "_" then return m end
+    local names = {}
+    for n, v in pairs(cls) do
+      if type(v) == "function" and n:sub(1, 2) ~= "__" then names[#names + 1] = n end
+    end
+    local hint = SYNONYMS[k] and rawget(cls, SYNONYMS[k]) and " (did you mean '" .. SYNONYMS[k] .. "'?)"
+      or errors.did_you_mean(k, names)
+    errors.misuse("%s has no method '%s'%s", resource, k, hint)
+  end
   cls.__tostring = function() return "scalekit resource " .. resource end
   classes[resource] = cls
   return cls
+end
+
+--- Names of every resource, sorted (for did-you-mean hints).
+function _M.names()
+  local out = {}
+  for k in pairs(MAP) do out[#out + 1] = k end
+  table.sort(out)
+  return out
 end
 
 --- The resource object `name` bound to `client`, or nil if there is no such resource.

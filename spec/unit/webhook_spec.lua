@@ -3,7 +3,7 @@ require "spec.support.client" -- package paths for this runtime
 
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
-local webhook = require "scalekit.webhook"
+local webhook = require "scalekit.auth.webhook"
 
 -- The Standard Webhooks example vector.
 local SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -235,6 +235,70 @@ describe("scalekit.webhook", function()
       assert.is_nil(p)
       assert.are.equal("webhook_timestamp_out_of_tolerance", err.error_code)
       assert.has_error(function() webhook.verify_interceptor_payload(1, {}, secret) end)
+    end)
+
+    -- Scalekit signs interceptor calls with interceptor-* headers (the scheme computed
+    -- here by the openssl CLI, not by the code under test)
+    local function interceptor_request(body, ts, over)
+      ts = tostring(ts or NOW)
+      local h = {
+        ["Interceptor-Id"] = "icp_1",
+        ["interceptor-timestamp"] = ts,
+        ["interceptor-signature"] = cli_sign("icp_1", ts, body),
+      }
+      for k, v in pairs(over or {}) do h[k] = v end
+      return h
+    end
+
+    it("verifies a request signed with the interceptor-* headers", function()
+      local body = '{"trigger_point":"PRE_SESSION_CREATION","interceptor_context":{"user_email":"a@b.c"}}'
+      local payload = assert(webhook.verify_interceptor_payload(body, interceptor_request(body), secret,
+                                                                { now = NOW }))
+      assert.are.equal("PRE_SESSION_CREATION", payload.trigger_point)
+      -- the webhook verifier does not take interceptor headers for its own
+      local ev, err = webhook.verify(body, interceptor_request(body), secret, { now = NOW })
+      assert.is_nil(ev)
+      assert.are.equal("webhook_missing_header", err.error_code)
+    end)
+
+    it("refuses a tampered, re-signed with another key, stale or unsigned interceptor request", function()
+      local body = '{"trigger_point":"PRE_SIGNUP"}'
+      local cases = {
+        { body .. " ", interceptor_request(body), "webhook_bad_signature" },
+        { body, interceptor_request(body, NOW, { ["interceptor-signature"] =
+            cli_sign("icp_1", tostring(NOW), body, "another key") }), "webhook_bad_signature" },
+        { body, interceptor_request(body, NOW - 301), "webhook_timestamp_out_of_tolerance" },
+        { body, interceptor_request(body, NOW, { ["interceptor-signature"] = false }), "webhook_missing_header" },
+      }
+      for i, c in ipairs(cases) do
+        local h = c[2]
+        for k, v in pairs(h) do if v == false then h[k] = nil end end
+        local p, err = webhook.verify_interceptor_payload(c[1], h, secret, { now = NOW })
+        assert.is_nil(p, "case " .. i)
+        assert.are.equal(c[3], err.error_code, "case " .. i)
+      end
+    end)
+
+    it("refuses a NaN clock (it would turn the timestamp check off)", function()
+      local body = '{"a":1}'
+      assert.has_error(function() webhook.verify(body, request(body), secret, { now = 0 / 0 }) end)
+      assert.has_error(function() webhook.verify(body, request(body), secret, { now = math.huge }) end)
+    end)
+  end)
+
+  describe("interceptor_response", function()
+    local json = require("cjson").new()
+    it("builds the decision Scalekit expects", function()
+      assert.same({ decision = "ALLOW" }, json.decode(webhook.interceptor_response("ALLOW")))
+      assert.same({ decision = "DENY", error = { message = "signups closed" } },
+                  json.decode(webhook.interceptor_response("DENY", { message = "signups closed" })))
+      assert.same({ decision = "ALLOW", response = { claims = { tier = "gold" } } },
+                  json.decode(webhook.interceptor_response("ALLOW", { response = { claims = { tier = "gold" } } })))
+      assert.are.equal(require("scalekit").interceptor_response, webhook.interceptor_response)
+    end)
+    it("raises on a decision that is neither ALLOW nor DENY", function()
+      assert.has_error(function() webhook.interceptor_response("allow") end)
+      assert.has_error(function() webhook.interceptor_response("DENY", { message = 1 }) end)
     end)
   end)
 end)

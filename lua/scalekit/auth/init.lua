@@ -15,6 +15,7 @@ local _M = {
 }
 
 local type = type
+local did_you_mean = errors.did_you_mean
 local pairs = pairs
 local tostring = tostring
 local misuse = errors.misuse
@@ -44,13 +45,46 @@ end
 ---@field permissions string[]? permissions the token must carry
 ---@field leeway number? clock skew in seconds (default 60)
 ---@field algorithms string[]? accepted algorithms (default RS*/PS*/ES*; never none or HS*)
----@field issuer string? expected `iss` (default the environment URL)
+---@field issuer (string|string[])? expected `iss`, or a list of accepted ones (default the
+---environment URL; Scalekit MCP tokens may come from `{env}/resources/{id}`)
 ---@field nonce string? expected `nonce`
 
 local VALIDATE_KNOWN = {
   audience = true, scopes = true, permissions = true, leeway = true, algorithms = true,
   issuer = true, nonce = true, now = true,
 }
+
+local function validate(client, token, opts, fn, defaults)
+  local o = {}
+  for k, v in pairs(defaults) do o[k] = v end
+  if opts ~= nil then
+    if type(opts) ~= "table" then misuse("%s: opts must be a table", fn) end
+    for k, v in pairs(opts) do
+      if not VALIDATE_KNOWN[k] then
+        misuse("%s: unknown option '%s'%s", fn, tostring(k), did_you_mean(k, VALIDATE_KNOWN))
+      end
+      o[k] = v
+    end
+  end
+  -- several accepted issuers: verify without, then require one of them
+  local issuers = o.issuer
+  if type(issuers) == "table" then
+    for i = 1, #issuers do
+      if type(issuers[i]) ~= "string" then misuse("%s: opts.issuer[%d] must be a string", fn, i) end
+    end
+    if #issuers == 0 then misuse("%s: opts.issuer must not be an empty list", fn) end
+    o.issuer = nil
+  end
+  local claims, err = jwt.verify(token, client._jwks:lookup(), o)
+  if claims and type(issuers) == "table" then
+    local iss = claims.iss
+    for i = 1, #issuers do
+      if iss == issuers[i] then return claims end
+    end
+    return nil, errors.new("auth", "token issuer does not match", { error_code = "issuer_mismatch" })
+  end
+  return claims, err
+end
 
 --- Validate a Scalekit-issued JWT (access or id token): signature against the
 --- environment's JWKS, `exp`/`nbf`/`iat`, `iss`, and the optional audience, scopes
@@ -60,15 +94,20 @@ local VALIDATE_KNOWN = {
 ---@return table|nil claims
 ---@return scalekit.Error|nil err
 function Auth:validate_access_token(token, opts)
-  local o = { issuer = self.environment_url }
-  if opts ~= nil then
-    if type(opts) ~= "table" then misuse("validate_access_token: opts must be a table") end
-    for k, v in pairs(opts) do
-      if not VALIDATE_KNOWN[k] then misuse("validate_access_token: unknown option '%s'", tostring(k)) end
-      o[k] = v
-    end
-  end
-  return jwt.verify(token, self._jwks:lookup(), o)
+  return validate(self, token, opts, "validate_access_token", { issuer = self.environment_url })
+end
+
+--- Verify the `idp_initiated_login` token Scalekit sends to the redirect_uri when a
+--- login starts at the identity provider, like an id_token (signature, iss, aud =
+--- client_id, exp), and return its claims: connection_id, organization_id,
+--- login_hint, relay_state. Continue with sk:authorization_url using them.
+---@param token string
+---@param opts scalekit.ValidateOptions?
+---@return table|nil claims
+---@return scalekit.Error|nil err
+function Auth:get_idp_initiated_login_claims(token, opts)
+  return validate(self, token, opts, "get_idp_initiated_login_claims",
+                  { issuer = self.environment_url, audience = self.client_id })
 end
 
 --- Exchange the code Scalekit sent to the redirect_uri for tokens; the id_token is

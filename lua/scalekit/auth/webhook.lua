@@ -13,7 +13,7 @@
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
 local misuse = errors.misuse
-local cjson = require("cjson.safe").new()
+local json = require "scalekit.json"
 
 local type = type
 local pairs = pairs
@@ -35,6 +35,10 @@ local _M = {}
 _M.DEFAULT_TOLERANCE = 300
 
 local SECRET_PREFIX = "whsec_"
+
+-- the header families of each kind of request, first preferred
+local WEBHOOK = { "webhook" }
+local INTERCEPTOR = { "interceptor", "webhook" }
 
 local VERIFY_OPTS = { tolerance = true, now = true }
 
@@ -93,22 +97,33 @@ local function check_args(raw_body, headers, secret, opts)
   if tol ~= nil and tol ~= false and (type(tol) ~= "number" or tol ~= tol or tol < 0) then
     misuse("webhook: opts.tolerance must be a non-negative number or false")
   end
-  if opts.now ~= nil and type(opts.now) ~= "number" then
-    misuse("webhook: opts.now must be a number")
+  if opts.now ~= nil and not json.finite(opts.now) then
+    -- NaN would make every comparison false: the timestamp check would pass
+    misuse("webhook: opts.now must be a finite number")
   end
   return opts
 end
 
-local function verify(raw_body, headers, secret, opts)
-  opts = check_args(raw_body, headers, secret, opts)
+-- The header family of a request: the first of `prefixes` whose `-id` header is
+-- there (interceptor calls carry interceptor-*, older ones webhook-*).
+local function pick_prefix(headers, prefixes)
+  for i = 1, #prefixes do
+    if header_value(headers, prefixes[i] .. "-id") then return prefixes[i] end
+  end
+  return prefixes[1]
+end
 
-  local id, why = header_value(headers, "webhook-id")
+local function verify(raw_body, headers, secret, opts, prefixes)
+  opts = check_args(raw_body, headers, secret, opts)
+  local prefix = pick_prefix(headers, prefixes)
+
+  local id, why = header_value(headers, prefix .. "-id")
   if not id then return fail("webhook_missing_header", why) end
   local timestamp
-  timestamp, why = header_value(headers, "webhook-timestamp")
+  timestamp, why = header_value(headers, prefix .. "-timestamp")
   if not timestamp then return fail("webhook_missing_header", why) end
   local signatures
-  signatures, why = header_value(headers, "webhook-signature")
+  signatures, why = header_value(headers, prefix .. "-signature")
   if not signatures then return fail("webhook_missing_header", why) end
 
   -- Secret: optional `whsec_` prefix, then standard base64 of the key bytes.
@@ -149,7 +164,7 @@ local function verify(raw_body, headers, secret, opts)
     return fail("webhook_bad_signature", "no webhook-signature matches")
   end
 
-  local event = str_find(raw_body, "^[ \t\r\n]*{") and cjson.decode(raw_body)
+  local event = str_find(raw_body, "^[ \t\r\n]*{") and json.decode(raw_body)
   if type(event) ~= "table" then
     return nil, errors.new("decode", "webhook body is not a JSON object")
   end
@@ -164,14 +179,15 @@ end
 ---@return table? event the decoded JSON body
 ---@return scalekit.Error? err
 function _M.verify(raw_body, headers, secret, opts)
-  return verify(raw_body, headers, secret, opts)
+  return verify(raw_body, headers, secret, opts, WEBHOOK)
 end
 
 --- Verify a request of a Scalekit interceptor and decode its JSON payload.
 ---
---- Scalekit signs interceptor requests exactly like webhooks (same three headers,
---- same `whsec_` secret scheme, same HMAC and tolerance; the official SDKs share one
---- routine for both), so this is the same verification under its own name.
+--- Scalekit signs interceptor calls like webhooks (same HMAC over id.timestamp.body,
+--- same `whsec_` secret, same tolerance) under its own headers: `interceptor-id`,
+--- `interceptor-timestamp`, `interceptor-signature`. Requests that carry the
+--- `webhook-*` names instead are accepted too.
 ---@param raw_body string the request body exactly as received
 ---@param headers table request headers, any key case, string or list-of-strings values
 ---@param secret string the interceptor's signing secret, `whsec_<base64>` (prefix optional)
@@ -179,7 +195,31 @@ end
 ---@return table? payload the decoded JSON body
 ---@return scalekit.Error? err
 function _M.verify_interceptor_payload(raw_body, headers, secret, opts)
-  return verify(raw_body, headers, secret, opts)
+  return verify(raw_body, headers, secret, opts, INTERCEPTOR)
+end
+
+local DECISIONS = { ALLOW = true, DENY = true }
+
+--- The JSON answer an interceptor endpoint returns to Scalekit:
+--- `{"decision": "ALLOW"|"DENY", "error": {"message": …}?, "response": {…}?}`.
+---@param decision "ALLOW"|"DENY"
+---@param opts {message: string?, response: table?}?
+---@return string json
+function _M.interceptor_response(decision, opts)
+  if not DECISIONS[decision] then misuse("interceptor_response: decision must be \"ALLOW\" or \"DENY\"") end
+  if opts ~= nil and type(opts) ~= "table" then misuse("interceptor_response: opts must be a table") end
+  opts = opts or {}
+  if opts.message ~= nil and type(opts.message) ~= "string" then
+    misuse("interceptor_response: opts.message must be a string")
+  end
+  if opts.response ~= nil and type(opts.response) ~= "table" then
+    misuse("interceptor_response: opts.response must be a table")
+  end
+  local doc = { decision = decision, response = opts.response }
+  if opts.message then doc.error = { message = opts.message } end
+  local text, err = json.encode(doc)
+  if not text then misuse("interceptor_response: %s", tostring(err)) end
+  return text
 end
 
 return _M
