@@ -22,18 +22,10 @@ if not port or port < 1 or port > 65535 or port % 1 ~= 0 then
 end
 
 -- a chosen port: no retry on another one when it is busy
-local tries = 0
-server._port_hook = function()
-  tries = tries + 1
-  if tries > 1 then
-    error("fake: port " .. port .. " is busy (pick another: make fake PORT=…)", 0)
-  end
-  return port
-end
-
-local ok_start, srv = pcall(server.start, { workers = 1, oidc = proc.sh("command -v openssl") })
+local ok_start, srv = pcall(server.start, { workers = 1, port = port, oidc = proc.sh("command -v openssl") })
 if not ok_start then
-  io.stderr:write(tostring(srv), "\n")
+  local busy = tostring(srv):find("is busy", 1, true)
+  io.stderr:write(tostring(srv), busy and " (pick another: make fake PORT=…)" or "", "\n")
   os.exit(1)
 end
 
@@ -51,7 +43,6 @@ local function api(method, path, body)
 end
 
 local ok_seed, err = pcall(function()
-  srv:configure({ echo_role_create = false }) -- every supported resource stateful
   assert(api("POST", "/api/v1/permissions", { name = "invoices:read", description = "Read invoices" }))
   assert(api("POST", "/api/v1/roles", { name = "member", display_name = "Member", permissions = { "invoices:read" } }))
   local lines = {}

@@ -9,7 +9,8 @@
 -- checkout stays clean. One build per target per spec run.
 local server = require "spec.support.fake"
 
-local quote, run = server._quote, server._run
+local proc = require "spec.support.proc"
+local quote, run = proc.quote, proc.run
 
 local ROCKSPEC = "rockspec/scalekit-scm-1.rockspec"
 local CURL_INCDIR = "/usr/include/x86_64-linux-gnu"

@@ -36,17 +36,8 @@ local function unexpected_errors(text, allowed)
   return bad
 end
 
--- a throwaway CA that signed nothing we talk to (the "wrong CA")
-local function make_other_ca(dir)
-  local cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -sha256 -subj '/CN=unrelated test CA'"
-    .. " -keyout " .. dir .. "/other.key -out " .. dir .. "/other.pem >/dev/null 2>&1 && chmod 644 "
-    .. dir .. "/other.pem"
-  assert(os.execute(cmd), "openssl failed")
-  return dir .. "/other.pem"
-end
-
 describe("OpenResty", function()
-  local srv, srv_tls, rs, app, other_dir
+  local srv, srv_tls, rs, app
   -- [error] lines the tests provoke on purpose (Lua patterns)
   local allowed = {}
 
@@ -54,9 +45,8 @@ describe("OpenResty", function()
     srv = server.start{ workers = 1, oidc = true }
     srv_tls = server.start{ workers = 1, tls = true }
     rs = rawserver.start{ tls = true }
-    other_dir = server._run("mktemp -d /tmp/scalekit-ca.XXXXXXXX"):match("%S+")
-    os.execute("chmod 755 " .. other_dir)
-    local other_ca = make_other_ca(other_dir)
+    -- the raw server's CA signed nothing of srv_tls: the "wrong CA"
+    local other_ca = rs.ca_file
     local function loc(path, handler, extra)
       return "        location = " .. path .. " { " .. (extra or "")
         .. " content_by_lua_block { require(\"spec.support.app_handlers\")." .. handler .. "() } }\n"
@@ -112,30 +102,19 @@ describe("OpenResty", function()
     if srv then srv:stop() end
     if srv_tls then srv_tls:stop() end
     if rs then rs:stop() end
-    if other_dir then os.execute("rm -rf " .. other_dir) end
   end)
 
   ---------------------------------------------------------------------------
-  -- the transport scenarios, run through both transports
+  -- the transport scenarios through cosockets (the libcurl runs: client_spec.lua)
   ---------------------------------------------------------------------------
 
-  describe("transport scenarios (same code on libcurl and cosockets)", function()
+  describe("transport scenarios on cosockets (libcurl: client_spec.lua)", function()
     before_each(function()
       srv:reset()
       srv:configure{ token_ttl = 3600 }
     end)
 
     local runs = 0
-
-    local function plain(sc)
-      local sk
-      local r, ctx = scenarios.drive(sc, srv, function(_, step)
-        sk = sk or scenarios.new_client(scalekit, srv.url, srv.ca_file, sc.client)
-        return scenarios.roundtrip(scenarios.client_step(sk, step))
-      end)
-      if sk then sk:close() end
-      return r, ctx
-    end
 
     local function in_nginx(sc, shared_dict)
       runs = runs + 1
@@ -153,10 +132,6 @@ describe("OpenResty", function()
 
     for _, sc in ipairs(scenarios.list) do
       local title = sc.group .. " " .. sc.name
-      it("libcurl: " .. title, function()
-        local r, ctx = plain(sc)
-        sc.check(assert, r, ctx)
-      end)
       it("cosockets + shared_dict: " .. title, function()
         local r, ctx = in_nginx(sc, "scalekit")
         sc.check(assert, r, ctx)
@@ -440,7 +415,7 @@ describe("OpenResty", function()
     -- a pooled connection was verified when it was made: the pool name carries
     -- ca_file, which is meant to name the same file as lua_ssl_trusted_certificate
     it("fails with kind 'tls' against a CA that did not sign the server", function()
-      local v = call("tls_wrong", "&ca=" .. enc(other_dir .. "/other.pem"))
+      local v = call("tls_wrong", "&ca=" .. enc(rs.ca_file))
       assert.is_false(v.ok)
       assert.equal("tls", v.err.kind)
       assert.truthy(v.err.message:find("lua_ssl_trusted_certificate", 1, true))

@@ -125,7 +125,7 @@ describe("fake scalekit", function()
       assert.matches("^/tmp/", srv.prefix)
       assert.is_string(read_file(srv.prefix .. "/nginx.conf"))
       assert.equal(srv.prefix .. "/error.log", srv.error_log)
-      assert.is_true(server._pid_alive(srv.pid))
+      assert.is_true(proc.pid_alive(srv.pid))
       local ping = srv:admin("GET", "/_admin/ping")
       assert.is_true(ping.ok)
     end)
@@ -154,19 +154,11 @@ describe("fake scalekit", function()
 
     it("retries with another port when the chosen one is busy", function()
       local busy = srv.port
-      local calls = 0
-      server._port_hook = function()
-        calls = calls + 1
-        if calls == 1 then
-          return busy
-        end
-      end
-      local ok, s = pcall(start, {})
-      server._port_hook = nil
+      local ok, s = pcall(start, { port = busy, port_fallback = true })
       assert.is_true(ok, s)
       finally(function() s:stop() end)
       -- the busy port, then a random one (another try if that one was taken too)
-      assert.is_true(calls >= 2, tostring(calls))
+      assert.is_true(s.attempts >= 2, tostring(s.attempts))
       assert.not_equal(busy, s.port)
       assert.equal(200, curl(s, { path = "/_admin/ping" }).status)
       s:stop()
@@ -184,9 +176,9 @@ describe("fake scalekit", function()
       s:stop()
       local elapsed = now() - t0
       assert.is_true(elapsed >= 2.5 and elapsed < 8, tostring(elapsed))
-      assert.is_false(server._pid_alive(s.pid))
+      assert.is_false(proc.pid_alive(s.pid))
       for w in workers:gmatch("%d+") do
-        assert.is_false(server._pid_alive(tonumber(w)))
+        assert.is_false(proc.pid_alive(tonumber(w)))
       end
       assert.is_nil(io.open(s.prefix .. "/nginx.conf"))
     end)
@@ -202,7 +194,7 @@ describe("fake scalekit", function()
     end)
 
     it("rejects unknown options", function()
-      assert.has_error(function() server.start({ port = 1 }) end)
+      assert.has_error(function() server.start({ prot = 1 }) end)
       assert.has_error(function() server.start({ workers = "2" }) end)
     end)
 
@@ -220,9 +212,9 @@ describe("fake scalekit", function()
       assert.equal(1, #nginx_procs(s.prefix))
       assert.is_true(s:stop())
       assert.is_true(s:stop())
-      assert.is_false(server._pid_alive(s.pid))
+      assert.is_false(proc.pid_alive(s.pid))
       for _, w in ipairs(workers) do
-        assert.is_false(server._pid_alive(w))
+        assert.is_false(proc.pid_alive(w))
       end
       assert.equal(0, #nginx_procs(s.prefix))
       assert.is_nil(io.open(s.prefix .. "/nginx.conf"))
@@ -795,7 +787,6 @@ describe("fake scalekit stateful resources, through the client", function()
 
   setup(function()
     srv = start({ workers = 1 })
-    srv:configure({ echo_role_create = false })
     sk = helpers.new_client(srv)
   end)
   teardown(function()
@@ -806,7 +797,6 @@ describe("fake scalekit stateful resources, through the client", function()
   local org
   before_each(function()
     srv:reset({ keep_tokens = true })
-    srv:configure({ echo_role_create = false })
     org = call("OrganizationService_CreateOrganization", { body = { display_name = "Acme" } }).organization
   end)
 
@@ -956,9 +946,10 @@ describe("fake scalekit stateful resources, through the client", function()
     assert.truthy(sk.organizations:delete(org.id))
     local _, err = sk.domains:list(org.id)
     assert.equal(404, err.status)
-    -- POST /roles echoes unless echo_role_create is false (the request-shape specs use it)
-    srv:configure({ echo_role_create = true })
-    assert.is_table(assert(sk.roles:create{ name = "x" }).echo)
+    -- POST /roles is stateful like every other supported route: never an echo
+    local created = assert(sk.roles:create{ name = "x" })
+    assert.is_nil(created.echo)
+    assert.equal("x", created.role.name)
   end)
 end)
 

@@ -63,8 +63,8 @@ local function install(prefix)
     "mkdir -p " .. quote(prefix .. "/lib/scalekit") .. " " .. quote(prefix .. "/app/spec/support"),
     "cp -R " .. quote(CWD .. "/lua") .. " " .. quote(prefix .. "/lua"),
     "cp " .. quote(core) .. " " .. quote(prefix .. "/lib/scalekit/"),
-    "cp " .. quote(CWD .. "/spec/support/scenarios.lua") .. " " .. quote(prefix .. "/app/spec/support/"),
-    "cp " .. quote(CWD .. "/spec/support/app_handlers.lua") .. " " .. quote(prefix .. "/app/spec/support/"),
+    "cd " .. quote(CWD .. "/spec/support") .. " && cp scenarios.lua client.lua app_handlers.lua "
+      .. quote(prefix .. "/app/spec/support/"),
     "chmod -R a+rX " .. quote(prefix),
   }
   for _, c in ipairs(cmds) do assert(sh(c), c) end

@@ -4,6 +4,7 @@
 -- answer is JSON describing what the client returned, for the spec to assert on.
 local scalekit = require "scalekit"
 local scenarios = require "spec.support.scenarios"
+local helpers = require "spec.support.client"
 local cjson = require "cjson"
 
 local ngx = ngx
@@ -58,7 +59,7 @@ function _M.step()
       ngx.shared[dict]:flush_all()   -- each run starts without a cached token
       extra = { shared_dict = dict }
     end
-    sk = scenarios.new_client(scalekit, arg("url"), arg("ca"), sc.client, extra)
+    sk = helpers.new_client({ url = arg("url"), ca_file = arg("ca") }, sc.client, extra)
     runs[run] = sk
   end
   send(scenarios.client_step(sk, sc.steps[tonumber(arg("step"))]))
@@ -82,8 +83,8 @@ local function client(opts)
   local key = ngx.var.args:gsub("&?i=%d+", "")
   local sk = clients[key]
   if not sk then
-    local o = { environment_url = url, client_id = scenarios.CLIENT_ID,
-                client_secret = scenarios.CLIENT_SECRET, shared_dict = arg("shared_dict"),
+    local o = { environment_url = url, client_id = helpers.CLIENT_ID,
+                client_secret = helpers.CLIENT_SECRET, shared_dict = arg("shared_dict"),
                 ca_file = arg("ca") }
     for _, k in ipairs({ "max_retries", "timeout", "connect_timeout" }) do
       o[k] = tonumber(arg(k))
@@ -113,12 +114,12 @@ end
 -- in 60 s): a call waits `timeout` + 1 s for it, then fetches by itself
 function _M.stuck_lock()
   local dict = ngx.shared.scalekit
-  local id = require("scalekit.ngx").token_id{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
-                                               client_secret = scenarios.CLIENT_SECRET }
+  local id = require("scalekit.ngx").token_id{ environment_url = arg("url"), client_id = helpers.CLIENT_ID,
+                                               client_secret = helpers.CLIENT_SECRET }
   dict:delete("scalekit:token:" .. id)
   dict:set("scalekit:lock:" .. id .. ":token", "held by a dead worker", 60)
-  local sk = assert(scalekit.new{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
-                                  client_secret = scenarios.CLIENT_SECRET, shared_dict = "scalekit",
+  local sk = assert(scalekit.new{ environment_url = arg("url"), client_id = helpers.CLIENT_ID,
+                                  client_secret = helpers.CLIENT_SECRET, shared_dict = "scalekit",
                                   timeout = 0.5 })
   local t0 = ngx.now()
   local res, err = sk:call(LIST, {})
@@ -132,8 +133,8 @@ end
 
 -- GET /t/new?url=…&shared_dict=…: what scalekit.new returns (a missing dict)
 function _M.new()
-  local sk, err = scalekit.new{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
-                                client_secret = scenarios.CLIENT_SECRET,
+  local sk, err = scalekit.new{ environment_url = arg("url"), client_id = helpers.CLIENT_ID,
+                                client_secret = helpers.CLIENT_SECRET,
                                 shared_dict = arg("shared_dict") }
   if sk then sk:close() end
   send({ ok = sk ~= nil, err = err_fields(err) })
@@ -151,8 +152,8 @@ end
 
 -- GET /t/validate?url=…&token=…[&shared_dict=…]: a new client each time validates
 function _M.validate()
-  local sk = assert(scalekit.new{ environment_url = arg("url"), client_id = scenarios.CLIENT_ID,
-                                  client_secret = scenarios.CLIENT_SECRET, shared_dict = arg("shared_dict") })
+  local sk = assert(scalekit.new{ environment_url = arg("url"), client_id = helpers.CLIENT_ID,
+                                  client_secret = helpers.CLIENT_SECRET, shared_dict = arg("shared_dict") })
   local claims, err = sk:validate_access_token(arg("token"))
   sk:close()
   send({ ok = claims ~= nil, sub = claims and claims.sub, err = err_fields(err) })
@@ -170,7 +171,7 @@ end
 -- cosocket transport, summarized like the libcurl one (spec/support/scenarios.lua)
 function _M.raw()
   local sk = assert(scalekit.new{
-    environment_url = arg("base"), client_id = "skc_raw", client_secret = scenarios.CLIENT_SECRET,
+    environment_url = arg("base"), client_id = "skc_raw", client_secret = helpers.CLIENT_SECRET,
     timeout = tonumber(arg("timeout")), max_body_size = tonumber(arg("max_body_size")),
     ca_file = arg("ca"),
   })
@@ -187,8 +188,8 @@ local init_sk
 
 -- init_by_lua: a client made in the master, before the workers fork
 function _M.init(url)
-  init_sk = assert(scalekit.new{ environment_url = url, client_id = scenarios.CLIENT_ID,
-                                 client_secret = scenarios.CLIENT_SECRET, shared_dict = "scalekit" })
+  init_sk = assert(scalekit.new{ environment_url = url, client_id = helpers.CLIENT_ID,
+                                 client_secret = helpers.CLIENT_SECRET, shared_dict = "scalekit" })
 end
 
 local function record(key, v)

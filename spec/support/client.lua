@@ -1,5 +1,6 @@
--- Shared bits of the client specs: paths for both runtimes and a client factory
--- pointed at a running fake Scalekit.
+-- Shared bits of the specs: package paths for this runtime, the test credentials (the
+-- one place they are written) and the one client factory. Also loaded inside the
+-- OpenResty test app (spec/support/scenarios.lua): nothing here does I/O at load time.
 local _M = {}
 
 -- The interpreter running the specs and the build directory of its C core (Makefile).
@@ -10,14 +11,17 @@ local RUNTIMES = {
 }
 local runtime = rawget(_G, "jit") and { "luajit", "build-luajit" } or RUNTIMES[_VERSION]
 _M.LUA, _M.BUILD = runtime[1], runtime[2]
-package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
-package.cpath = _M.BUILD .. "/?.so;" .. package.cpath
+if not rawget(_G, "ngx") then
+  package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
+  package.cpath = _M.BUILD .. "/?.so;" .. package.cpath
+end
 
 _M.CLIENT_ID = "skc_test"
 _M.CLIENT_SECRET = "test_secret_value"
 
---- A client for `srv` with fast retries; `overrides` replaces any option.
-function _M.new_client(srv, overrides)
+--- A client for `srv` ({url =, ca_file =}: a fake, or any base URL) with fast
+--- retries; `overrides` and then `extra` replace any option.
+function _M.new_client(srv, overrides, extra)
   local opts = {
     environment_url = srv.url,
     client_id = _M.CLIENT_ID,
@@ -27,6 +31,7 @@ function _M.new_client(srv, overrides)
     ca_file = srv.ca_file,
   }
   for k, v in pairs(overrides or {}) do opts[k] = v end
+  for k, v in pairs(extra or {}) do opts[k] = v end
   return assert(require("scalekit").new(opts))
 end
 

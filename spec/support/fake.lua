@@ -16,7 +16,7 @@ local proc = require("spec.support.proc")
 local json = cjson.new()
 local quote, run, sh, sleep = proc.quote, proc.run, proc.sh, proc.sleep
 local read_file, write_file = proc.read_file, proc.write_file
-local pid_alive, own_pid = proc.pid_alive, proc.own_pid
+local own_pid = proc.own_pid
 
 local _M = {}
 
@@ -38,10 +38,10 @@ local OPTION_TYPES = {
   lua_package_path = "string",
   lua_package_cpath = "string",
   oidc = "boolean",
+  port = "number",
+  port_fallback = "boolean",
 }
 
--- shell / process helpers: spec/support/proc.lua (ports, nginx too)
-_M._pid_alive = pid_alive
 
 -- Working directory and absolute directory of this file, resolved at load time.
 local CWD = proc.CWD
@@ -76,11 +76,6 @@ end
 -- ports, certificates
 ---------------------------------------------------------------------------
 
--- proc.random_port (20000-32000); specs may force a port with _M._port_hook
--- (e.g. a busy one).
-local function random_port()
-  return proc.random_port(_M._port_hook)
-end
 
 local OPENSSL_CA_CONF = [[
 [ req ]
@@ -350,9 +345,10 @@ function _M.start(opts)
 
     local nginx = proc.find_nginx()
     local last_log = ""
-    for _ = 1, START_ATTEMPTS do
-      local port = random_port()
-      self.port = port
+    for attempt = 1, START_ATTEMPTS do
+      -- opts.port first (only it, unless port_fallback), then proc.random_port
+      local port = attempt == 1 and opts.port or proc.random_port()
+      self.port, self.attempts = port, attempt
       self.url = base_url(self, port)
       write_file(prefix .. "/nginx.conf", nginx_conf(self, port), "644")
       local src, log = proc.start_nginx(nginx, prefix, self.error_log)
@@ -378,6 +374,9 @@ function _M.start(opts)
           .. READY_TIMEOUT .. " s\n" .. (read_file(self.error_log) or ""), 0)
       end
       last_log = log
+      if opts.port and not opts.port_fallback and log:find("Address already in use", 1, true) then
+        error("fake scalekit: port " .. port .. " is busy", 0)
+      end
       if not log:find("Address already in use", 1, true) then
         error("fake scalekit: nginx failed to start (exit " .. tostring(src) .. ") in "
           .. prefix .. "\n" .. log, 0)
@@ -550,7 +549,5 @@ function Server:__tostring()
 end
 
 _M.Server = Server
-_M._quote = quote
-_M._run = run
 
 return _M

@@ -481,7 +481,4 @@ function Unaccepted:stop()
   self.dir = nil
 end
 
-_M.quote = quote
-_M.run = run
-
 return _M

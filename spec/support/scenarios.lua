@@ -17,38 +17,11 @@ local _M = {}
 
 local json = cjson.new()
 
-_M.CLIENT_ID = "skc_test"
-_M.CLIENT_SECRET = "test_secret_value"
+local client = require("spec.support.client")
+_M.CLIENT_ID, _M.CLIENT_SECRET = client.CLIENT_ID, client.CLIENT_SECRET
 
 local function monotonic()
   return require("scalekit.core").monotonic()
-end
-
---- The client every scenario uses (fast retries), `overrides` from the scenario and
---- `extra` from the runner (shared_dict inside nginx).
-function _M.new_client(scalekit, url, ca_file, overrides, extra)
-  local opts = {
-    environment_url = url,
-    client_id = _M.CLIENT_ID,
-    client_secret = _M.CLIENT_SECRET,
-    retry_backoff = 0.01,
-    retry_backoff_max = 0.05,
-    ca_file = ca_file,
-  }
-  for k, v in pairs(overrides or {}) do opts[k] = v end
-  for k, v in pairs(extra or {}) do opts[k] = v end
-  return assert(scalekit.new(opts))
-end
-
-local ERR_FIELDS = { "kind", "status", "code", "error_code", "message", "details", "request_id",
-                     "retryable", "retry_after", "operation" }
-
-local function err_table(err)
-  if err == nil then return nil end
-  if type(err) ~= "table" then return { text = tostring(err) } end
-  local t = { text = tostring(err), is_error = require("scalekit.errors").is(err) }
-  for _, k in ipairs(ERR_FIELDS) do t[k] = err[k] end
-  return t
 end
 
 -- true when no string reachable from `t` (keys and values, through tables) contains `needle`
@@ -64,6 +37,18 @@ local function clean_of(t, needle, seen)
   return true
 end
 
+local ERR_FIELDS = { "kind", "status", "code", "error_code", "message", "details", "request_id",
+                     "retryable", "retry_after", "operation" }
+
+local function err_table(err)
+  if err == nil then return nil end
+  if type(err) ~= "table" then return { text = tostring(err) } end
+  local t = { text = tostring(err), is_error = require("scalekit.errors").is(err) }
+  t.secret_clean = clean_of(err, _M.CLIENT_SECRET)
+  for _, k in ipairs(ERR_FIELDS) do t[k] = err[k] end
+  return t
+end
+
 --- Run one client step; the result is a JSON-able table.
 function _M.client_step(sk, step)
   local kind = step.client
@@ -73,12 +58,13 @@ function _M.client_step(sk, step)
     local res, err = sk:call(step.op, step.params or {})
     out = { ok = res ~= nil, res = res, err = err_table(err) }
   elseif kind == "calls" then
-    local n, first_err = 0, nil
+    local n, lists, first_err = 0, 0, nil
     for _ = 1, step.n do
       local res, err = sk:call(step.op, step.params or {})
       if res then n = n + 1 elseif not first_err then first_err = err end
+      if res and type(res.organizations) == "table" then lists = lists + 1 end
     end
-    out = { ok_count = n, err = err_table(first_err) }
+    out = { ok_count = n, lists = lists, err = err_table(first_err) }
   elseif kind == "token" then
     local token, expires_at = sk:token()
     out = { token = token, expires_at = token and expires_at or nil,
@@ -100,6 +86,7 @@ function _M.client_step(sk, step)
     end
   elseif kind == "stats" then
     out = sk:stats()
+    out.cosocket = rawget(_G, "ngx") ~= nil
   elseif kind == "inspect" then
     -- neither the secret nor the current token in tostring() or any field
     local token = sk:token()
@@ -143,7 +130,7 @@ local LIST = "OrganizationService_ListOrganization"
 local CALL = { client = "call", op = LIST }
 local TOKEN = { client = "token" }
 
--- group, name, client overrides, steps, check — mirrors spec/integration/client_spec.lua
+-- group, name, client overrides, steps, check
 local list = {
   -- token ------------------------------------------------------------------------------
   { group = "token", name = "is fetched once for many calls",
@@ -152,6 +139,7 @@ local list = {
     check = function(assert, r, ctx)
       assert.is_nil(r[1].err)
       assert.equal(25, r[1].ok_count)
+      assert.equal(25, r[1].lists)
       assert.equal(1, ctx.tokens)
     end },
 
@@ -248,6 +236,7 @@ local list = {
           assert.is_nil(v:find("wrong-", 1, true), k)
         end
       end
+      assert.is_true(err.secret_clean)
       assert.is_true(r[2].secret_clean)
     end },
 
@@ -262,6 +251,7 @@ local list = {
       -- libcurl: the client's own connection; cosockets: the worker's pool, which may
       -- already hold a connection to this server from an earlier client
       assert.is_true(r[2].connects <= 1)
+      if not r[2].cosocket then assert.equal(1, r[2].connects) end
     end },
 
   -- retries ----------------------------------------------------------------------------
@@ -468,23 +458,39 @@ local list = {
                 params = { organization_id = "org/../x?y#z", id = "c 1%" } },
               { client = "call", op = "RolesService_CreateRole",
                 params = { body = { name = "admin", display_name = "Admin" } } },
+              { client = "call", op = "RolesService_CreateRole", params = {} },
               { client = "call", op = "DirectoryService_ListDirectoryUsers",
                 params = { organization_id = "org_1", directory_id = "dir_1", include_detail = true,
                            page_size = 50, directory_group_id = "a&b=c d" } },
+              { client = "call", op = "SessionService_GetUserSessions",
+                params = { user_id = "usr_1", ["filter.status"] = { "ACTIVE", "EXPIRED" } } },
+              { client = "call", op = "DirectoryService_ListDirectoryUsers",
+                params = { organization_id = "o", directory_id = "d", include_detail = false, page_size = 20.0 } },
+              { client = "call", op = "OrganizationService_GeneratePortalLink",
+                params = { id = "org_1", features = { "sso" } } },
+              -- what reached the fake, from its raw request log
               { server = function(srv, ctx)
-                  local reqs = srv:requests()
-                  ctx.headers = reqs[#reqs].headers
+                  ctx.api = {}
+                  for _, q in ipairs(srv:requests()) do
+                    if q.path:find("^/api/") then ctx.api[#ctx.api + 1] = q end
+                  end
+                  ctx.headers = ctx.api[#ctx.api].headers
                 end } },
-    check = function(assert, r, ctx)
-      local e = r[1].res.echo
-      assert.equal("PATCH", e.method)
-      assert.equal("/api/v1/organizations/org%2F..%2Fx%3Fy%23z/connections/c%201%25:enable", e.path)
-      e = r[2].res.echo
-      assert.equal("POST", e.method)
-      assert.truthy(e.content_type:find("application/json", 1, true))
-      assert.same({ name = "admin", display_name = "Admin" }, e.body)
-      e = r[3].res.echo
-      assert.equal("directory_group_id=a%26b%3Dc%20d&include_detail=true&page_size=50", e.query)
+    check = function(assert, _, ctx)
+      local q = ctx.api
+      assert.equal(7, #q)
+      assert.equal("PATCH", q[1].method)
+      assert.equal("/api/v1/organizations/org%2F..%2Fx%3Fy%23z/connections/c%201%25:enable", q[1].path)
+      assert.equal("POST", q[2].method)
+      assert.truthy(q[2].headers["content-type"]:find("application/json", 1, true))
+      assert.same({ name = "admin", display_name = "Admin" }, json.decode(q[2].body))
+      assert.same({}, json.decode(q[3].body))
+      assert.equal("GET", q[4].method)
+      assert.equal("directory_group_id=a%26b%3Dc%20d&include_detail=true&page_size=50", q[4].query)
+      assert.equal("filter.status=ACTIVE&filter.status=EXPIRED", q[5].query)
+      assert.equal("include_detail=false&page_size=20", q[6].query)
+      assert.equal("PUT", q[7].method)
+      assert.equal("features=sso", q[7].query)
       local ua = ctx.headers["user-agent"]
       assert.truthy(ua:find("^scalekit%-lua/%d+%.%d+%.%d+ %(.+; libcurl/[%d.]+%) myapp/1%.2$"), ua)
       assert.equal("application/json", ctx.headers["accept"])

@@ -97,19 +97,23 @@ describe("session (scripted transport)", function()
     assert.same({}, sleeps)
   end)
 
-  it("retries a POST only on 429 or when the request never left", function()
-    local cases = {
-      { { 503 }, 1 }, { { 500 }, 1 }, { { 429 }, 2 },
-      { { err = "network", sent = true }, 1 }, { { err = "timeout", sent = true }, 1 },
-      { { err = "network", sent = false }, 2 },
-    }
-    for _, c in ipairs(cases) do
-      local s, log = new({ TOKEN_OK, c[1], OK })
+  -- POST: { scripted failure, attempts }: retried only on 429 or when it never left
+  local POST_CASES = {
+    { "503", { 503 }, 1 }, { "500", { 500 }, 1 }, { "429", { 429 }, 2 },
+    { "a sent network error", { err = "network", sent = true }, 1 },
+    { "a sent timeout", { err = "timeout", sent = true }, 1 },
+    { "an unsent network error", { err = "network", sent = false }, 2 },
+  }
+  for _, c in ipairs(POST_CASES) do
+    it("retries a POST after " .. c[1] .. ": " .. (c[3] == 2 and "yes" or "no"), function()
+      local s, log = new({ TOKEN_OK, c[2], OK })
       local res, err = s:request("POST", "/x", "{}", "Create", nil, true)
-      assert.equal(c[2], count(log, false), tostring(err))
-      assert.equal(c[2] == 2, res ~= nil)
-    end
-    -- a GET after a sent network error is retried
+      assert.equal(c[3], count(log, false), tostring(err))
+      assert.equal(c[3] == 2, res ~= nil)
+    end)
+  end
+
+  it("retries a GET after a sent network error", function()
     local s, log = new({ TOKEN_OK, { err = "network", sent = true }, OK })
     assert.truthy(s:request("GET", "/x", nil, "Op", nil, true))
     assert.equal(2, count(log, false))

@@ -67,7 +67,6 @@ local function config()
     client_id = CONFIG:get("client_id"),
     client_secret = CONFIG:get("client_secret"),
     instance = CONFIG:get("instance"),
-    echo_role_create = CONFIG:get("echo_role_create"),
   }
 end
 
@@ -112,12 +111,6 @@ ROUTES["POST /_admin/config"] = function(body)
       return bad("token_ttl must be a number >= 0")
     end
     CONFIG:set("token_ttl", ttl)
-  end
-  if body.echo_role_create ~= nil then
-    if type(body.echo_role_create) ~= "boolean" then
-      return bad("echo_role_create must be a boolean")
-    end
-    CONFIG:set("echo_role_create", body.echo_role_create)
   end
   for _, k in ipairs({ "client_id", "client_secret" }) do
     if body[k] ~= nil then

@@ -16,8 +16,6 @@ local DEFAULT_CONFIG = {
   token_ttl = 3600,
   client_id = "skc_test",
   client_secret = "test_secret_value",
-  -- POST /api/v1/roles echoes (request-shape specs rely on it) unless set to false
-  echo_role_create = true,
 }
 _M.DEFAULT_CONFIG = DEFAULT_CONFIG
 
@@ -452,12 +450,7 @@ local ROUTES = {
   -- roles and permissions (by name)
   { "^/api/v1/roles$",
     GET = function() return array("roles", store.all("role")) end,
-    POST = function(c, now)
-      if http.config("echo_role_create") then
-        return false
-      end
-      return create("role", store.create_role)(c, now)
-    end },
+    POST = create("role", store.create_role) },
   { "^/api/v1/roles/([^/:]+)$", ids = { "role:name" }, strict = true,
     record = { "role", "role", { update_method = "PUT", hook = function(rec, src)
       if type(src.permissions) ~= "table" then return rec end
