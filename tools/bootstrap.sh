@@ -20,9 +20,14 @@ TEST=("${DEMO[@]}" luajit2 libluajit2-5.1-dev lua5.3 liblua5.3-dev lua5.1 liblua
       valgrind lua-busted luarocks lua-check clang libclang-rt-14-dev
       lua-resty-lrucache chromium)
 
+# The Prism mock server (tools/prism) and the Node SDK bench need node and npm; a
+# machine that already has them (any packaging) keeps its own.
+NODE=()
+command -v npm >/dev/null 2>&1 || NODE=(nodejs npm)
+
 case $profile in
   demo) PKGS=("${DEMO[@]}") ;;
-  test) PKGS=("${TEST[@]}") ;;
+  test) PKGS=("${TEST[@]}" "${NODE[@]}") ;;
   *) echo "usage: bootstrap.sh [demo|test]" >&2; exit 2 ;;
 esac
 
