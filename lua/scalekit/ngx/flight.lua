@@ -18,6 +18,7 @@
 --    aborted, a worker died holding the lock) the waiter fetches itself. Init phases
 --    cannot sleep: there a caller that cannot lock fetches at once.
 local phase = require "scalekit.ngx.phase"
+local errors = require "scalekit.errors"
 
 local _M = {}
 
@@ -132,8 +133,8 @@ function Flight:run(name, fetch, peek, old, old_expires_at)
       if running.value then return running.value, running.extra end
       if running.err then return nil, running.err end
     end
-    -- overdue (its request was aborted?), failed with a Lua error, or an init phase
-    -- that cannot wait: fetch ourselves
+    -- overdue (its request was aborted?) or an init phase that cannot wait: fetch
+    -- ourselves
   end
   local flight = { deadline = ngx_now() + self.wait }
   self.running[name] = flight
@@ -145,6 +146,10 @@ function Flight:run(name, fetch, peek, old, old_expires_at)
     else
       flight.err = res
     end
+  else
+    -- a fetch that raised still hands its waiters a result: they must not each
+    -- fetch again (that is the stampede the flight exists to prevent)
+    flight.err = errors.new("network", name .. " fetch failed: " .. tostring(value))
   end
   flight.done = true
   if not ok then error(value, 0) end
