@@ -46,7 +46,8 @@ describe("hardening", function()
     it("a JSON lifetime that is not a usable number (1e999, -5, 10 years) falls back to an hour", function()
       for _, v in ipairs({ "1e999", "-5", "315360000" }) do
         local sk = helpers.new_client(srv)
-        srv:faults{ { match = "/oauth/token", status = 200, body = '{"access_token":"tok_x","expires_in":' .. v .. '}' } }
+        srv:faults{ { match = "/oauth/token", status = 200,
+                      body = '{"access_token":"tok_x","expires_in":' .. v .. '}' } }
         local token, expires_at = sk:token()
         assert.equal("tok_x", token, v)
         assert.truthy(math.abs(expires_at - (os.time() + 3600)) <= 5, v)
@@ -68,7 +69,7 @@ describe("hardening", function()
     it("writes Lua integers exactly in paths, queries and bodies (5.3+), refuses NaN and inf", function()
       local sk = helpers.new_client(srv)
       if mtype then
-        local big = math.tointeger("9007199254740993") or 9007199254740993
+        local big = 9007199254740993 -- an integer literal on 5.3+
         sk:call("OrganizationService_GetOrganization", { id = big })
         assert.equal("/api/v1/organizations/9007199254740993", last_request("^/api/v1/organizations/").path)
         sk:call("OrganizationService_ListOrganization", { page_size = 1234567890123456789 })
