@@ -43,9 +43,45 @@ local function rest_doc(spec, op)
   for _, p in ipairs(op.path_params) do if not pos[p] then path_rest[#path_rest + 1] = p end end
   if #path_rest > 0 then parts[#parts + 1] = "path: " .. table.concat(path_rest, ", ") end
   if op.body then
-    parts[#parts + 1] = spec.list_field and ("body fields, or a list of " .. spec.list_field) or "body fields"
+    local what = op.fields and ("body: " .. table.concat(sorted_names(op.fields), ", ")) or "body fields"
+    parts[#parts + 1] = spec.list_field and (what .. "; or a list of " .. spec.list_field) or what
   end
   return table.concat(parts, "; ")
+end
+
+-- LuaLS type of a query or body field type of operations.lua
+local LUALS = { string = "string", integer = "integer", number = "number", boolean = "boolean",
+                array = "any[]", object = "table<string, any>", any = "any" }
+
+-- ---@class lines for the params table of `op_id` (query keys, body fields, body,
+-- strict), nested body objects as classes of their own; returns the class name.
+local function params_class(out, op_id, op, emitted)
+  local cls = "scalekit.params." .. op_id
+  if emitted[cls] then return cls end
+  emitted[cls] = true
+  local function object_class(name, fields)
+    local lines = { ("---@class %s"):format(name) }
+    for _, f in ipairs(sorted_keys(fields)) do
+      local t = fields[f]
+      if type(t) == "table" then t = object_class(name .. "." .. f, t) else t = LUALS[t] or "any" end
+      lines[#lines + 1] = ("---@field %s? %s"):format(f, t)
+    end
+    for _, l in ipairs(lines) do out[#out + 1] = l end
+    out[#out + 1] = ""
+    return name
+  end
+  local body_cls = op.fields and object_class("scalekit.body." .. op_id, op.fields)
+  out[#out + 1] = ("---@class %s%s"):format(cls, body_cls and (" : " .. body_cls) or "")
+  for _, q in ipairs(sorted_keys(op.query)) do
+    out[#out + 1] = ("---@field %s? %s query parameter"):format(q, op.query[q] == "array" and "string[]"
+      or LUALS[op.query[q]] or "any")
+  end
+  if op.body then
+    out[#out + 1] = ("---@field body? %s the whole body instead of loose fields"):format(body_cls or "table")
+    out[#out + 1] = "---@field strict? boolean false: send body fields the schema does not know"
+  end
+  out[#out + 1] = ""
+  return cls
 end
 
 local function signature(name, spec, with_rest)
@@ -92,6 +128,7 @@ local function types()
     "",
   }
   local fields = {}
+  local classes, emitted = {}, {}  -- the params classes, after the resources
   for _, resource in ipairs(sorted_keys(MAP)) do
     local cls = class_name(resource)
     fields[#fields + 1] = ("---@field %s %s"):format(resource, cls)
@@ -102,6 +139,7 @@ local function types()
       local spec = MAP[resource][name]
       local op = operations[spec[1]]
       local rest = rest_doc(spec, op)
+      local params_cls = rest ~= "" and params_class(classes, spec[1], op, emitted) or "table"
       local function method(mname, summary, ret, extra)
         out[#out + 1] = ("---%s"):format(summary)
         out[#out + 1] = ("---`%s %s` (%s)"):format(op.method, op.path, spec[1])
@@ -111,7 +149,7 @@ local function types()
           args[#args + 1] = spec[i]
         end
         if rest ~= "" then
-          out[#out + 1] = ("---@param params? table %s"):format(rest)
+          out[#out + 1] = ("---@param params? %s %s"):format(params_cls, rest)
           args[#args + 1] = "params"
         end
         if extra then
@@ -136,6 +174,7 @@ local function types()
       end
     end
   end
+  for _, l in ipairs(classes) do out[#out + 1] = l end
   out[#out + 1] = "---@class scalekit.Client"
   for _, f in ipairs(fields) do out[#out + 1] = f end
   out[#out + 1] = ""

@@ -8,26 +8,26 @@ local auth_logs = {}
 
 ---List authentication requests
 ---`GET /api/v1/logs/authentication/requests` (AuditLogsService_ListAuthRequests)
----@param params? table query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
+---@param params? scalekit.params.AuditLogsService_ListAuthRequests query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function auth_logs:list(params) end
 
 ---List authentication requests: iterate items (raises the error table on failure)
 ---`GET /api/v1/logs/authentication/requests` (AuditLogsService_ListAuthRequests)
----@param params? table query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
+---@param params? scalekit.params.AuditLogsService_ListAuthRequests query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
 ---@return fun():table|nil
 function auth_logs:each(params) end
 
 ---List authentication requests: iterate pages (raises the error table on failure)
 ---`GET /api/v1/logs/authentication/requests` (AuditLogsService_ListAuthRequests)
----@param params? table query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
+---@param params? scalekit.params.AuditLogsService_ListAuthRequests query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
 ---@return fun():table|nil
 function auth_logs:pages(params) end
 
 ---List authentication requests: collect every item
 ---`GET /api/v1/logs/authentication/requests` (AuditLogsService_ListAuthRequests)
----@param params? table query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
+---@param params? scalekit.params.AuditLogsService_ListAuthRequests query: client_id, email, end_time, page_size, page_token, resource_id, start_time, status
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -39,7 +39,7 @@ local clients = {}
 ---Create organization API client
 ---`POST /api/v1/organizations/{organization_id}/clients` (ClientService_CreateOrganizationClient)
 ---@param organization_id string
----@param params? table body fields
+---@param params? scalekit.params.ClientService_CreateOrganizationClient body: audience, custom_claims, description, expiry, name, scopes
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function clients:create(organization_id, params) end
@@ -80,7 +80,7 @@ function clients:get(organization_id, client_id) end
 ---List organization API clients
 ---`GET /api/v1/organizations/{organization_id}/clients` (ClientService_ListOrganizationClients)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.ClientService_ListOrganizationClients query: page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function clients:list(organization_id, params) end
@@ -88,21 +88,21 @@ function clients:list(organization_id, params) end
 ---List organization API clients: iterate items (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/clients` (ClientService_ListOrganizationClients)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.ClientService_ListOrganizationClients query: page_size, page_token
 ---@return fun():table|nil
 function clients:each(organization_id, params) end
 
 ---List organization API clients: iterate pages (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/clients` (ClientService_ListOrganizationClients)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.ClientService_ListOrganizationClients query: page_size, page_token
 ---@return fun():table|nil
 function clients:pages(organization_id, params) end
 
 ---List organization API clients: collect every item
 ---`GET /api/v1/organizations/{organization_id}/clients` (ClientService_ListOrganizationClients)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.ClientService_ListOrganizationClients query: page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -112,7 +112,7 @@ function clients:all(organization_id, params, opts) end
 ---`PATCH /api/v1/organizations/{organization_id}/clients/{client_id}` (ClientService_UpdateOrganizationClient)
 ---@param organization_id string
 ---@param client_id string
----@param params? table body fields
+---@param params? scalekit.params.ClientService_UpdateOrganizationClient body: audience, custom_claims, description, expiry, name, scopes
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function clients:update(organization_id, client_id, params) end
@@ -122,61 +122,61 @@ local connected_accounts = {}
 
 ---Create a connected account
 ---`POST /api/v1/connected_accounts` (ConnectedAccountService_CreateConnectedAccount)
----@param params? table body fields
+---@param params? scalekit.params.ConnectedAccountService_CreateConnectedAccount body: connected_account, connector, identifier, organization_id, user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:create(params) end
 
 ---Delete a connected account
 ---`POST /api/v1/connected_accounts:delete` (ConnectedAccountService_DeleteConnectedAccount)
----@param params? table body fields
+---@param params? scalekit.params.ConnectedAccountService_DeleteConnectedAccount body: connector, id, identifier, organization_id, user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:delete(params) end
 
 ---Get connected account auth credentials
 ---`GET /api/v1/connected_accounts/auth` (ConnectedAccountService_GetConnectedAccountAuth)
----@param params? table query: connector, id, identifier, organization_id, user_id
+---@param params? scalekit.params.ConnectedAccountService_GetConnectedAccountAuth query: connector, id, identifier, organization_id, user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:get_auth(params) end
 
 ---Get connected account metadata
 ---`GET /api/v1/connected_accounts/details` (ConnectedAccountService_GetConnectedAccountDetails)
----@param params? table query: connector, id, identifier, organization_id, user_id
+---@param params? scalekit.params.ConnectedAccountService_GetConnectedAccountDetails query: connector, id, identifier, organization_id, user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:get_details(params) end
 
 ---Generate authentication magic link
 ---`POST /api/v1/connected_accounts/magic_link` (ConnectedAccountService_GetMagicLinkForConnectedAccount)
----@param params? table body fields
+---@param params? scalekit.params.ConnectedAccountService_GetMagicLinkForConnectedAccount body: connector, id, identifier, organization_id, state, user_id, user_verify_url
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:get_magic_link(params) end
 
 ---List connected accounts
 ---`GET /api/v1/connected_accounts` (ConnectedAccountService_ListConnectedAccounts)
----@param params? table query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
+---@param params? scalekit.params.ConnectedAccountService_ListConnectedAccounts query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:list(params) end
 
 ---List connected accounts: iterate items (raises the error table on failure)
 ---`GET /api/v1/connected_accounts` (ConnectedAccountService_ListConnectedAccounts)
----@param params? table query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
+---@param params? scalekit.params.ConnectedAccountService_ListConnectedAccounts query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
 ---@return fun():table|nil
 function connected_accounts:each(params) end
 
 ---List connected accounts: iterate pages (raises the error table on failure)
 ---`GET /api/v1/connected_accounts` (ConnectedAccountService_ListConnectedAccounts)
----@param params? table query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
+---@param params? scalekit.params.ConnectedAccountService_ListConnectedAccounts query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
 ---@return fun():table|nil
 function connected_accounts:pages(params) end
 
 ---List connected accounts: collect every item
 ---`GET /api/v1/connected_accounts` (ConnectedAccountService_ListConnectedAccounts)
----@param params? table query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
+---@param params? scalekit.params.ConnectedAccountService_ListConnectedAccounts query: connection_names, connector, identifier, organization_id, page_size, page_token, provider, query, user_id
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -184,26 +184,26 @@ function connected_accounts:all(params, opts) end
 
 ---Search connected accounts
 ---`GET /api/v1/connected_accounts:search` (ConnectedAccountService_SearchConnectedAccounts)
----@param params? table query: connection_id, page_size, page_token, query
+---@param params? scalekit.params.ConnectedAccountService_SearchConnectedAccounts query: connection_id, page_size, page_token, query
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:search(params) end
 
 ---Search connected accounts: iterate items (raises the error table on failure)
 ---`GET /api/v1/connected_accounts:search` (ConnectedAccountService_SearchConnectedAccounts)
----@param params? table query: connection_id, page_size, page_token, query
+---@param params? scalekit.params.ConnectedAccountService_SearchConnectedAccounts query: connection_id, page_size, page_token, query
 ---@return fun():table|nil
 function connected_accounts:each_search(params) end
 
 ---Search connected accounts: iterate pages (raises the error table on failure)
 ---`GET /api/v1/connected_accounts:search` (ConnectedAccountService_SearchConnectedAccounts)
----@param params? table query: connection_id, page_size, page_token, query
+---@param params? scalekit.params.ConnectedAccountService_SearchConnectedAccounts query: connection_id, page_size, page_token, query
 ---@return fun():table|nil
 function connected_accounts:pages_search(params) end
 
 ---Search connected accounts: collect every item
 ---`GET /api/v1/connected_accounts:search` (ConnectedAccountService_SearchConnectedAccounts)
----@param params? table query: connection_id, page_size, page_token, query
+---@param params? scalekit.params.ConnectedAccountService_SearchConnectedAccounts query: connection_id, page_size, page_token, query
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -211,14 +211,14 @@ function connected_accounts:all_search(params, opts) end
 
 ---Update connected account credentials
 ---`PUT /api/v1/connected_accounts` (ConnectedAccountService_UpdateConnectedAccount)
----@param params? table body fields
+---@param params? scalekit.params.ConnectedAccountService_UpdateConnectedAccount body: connected_account, connector, id, identifier, organization_id, user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:update(params) end
 
 ---Verify connected account user
 ---`POST /api/v1/connected_accounts/user/verify` (ConnectedAccountService_VerifyConnectedAccountUser)
----@param params? table body fields
+---@param params? scalekit.params.ConnectedAccountService_VerifyConnectedAccountUser body: auth_request_id, identifier
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connected_accounts:verify_user(params) end
@@ -260,7 +260,7 @@ function connections:get(organization_id, id) end
 
 ---List connections
 ---`GET /api/v1/connections` (ConnectionService_ListConnections)
----@param params? table query: domain, include, organization_id
+---@param params? scalekit.params.ConnectionService_ListConnections query: domain, include, organization_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function connections:list(params) end
@@ -303,7 +303,7 @@ function directories:list(organization_id) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/groups` (DirectoryService_ListDirectoryGroups)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: include_detail, include_external_groups, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryGroups query: include_detail, include_external_groups, page_size, page_token, updated_after
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function directories:list_groups(organization_id, directory_id, params) end
@@ -312,7 +312,7 @@ function directories:list_groups(organization_id, directory_id, params) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/groups` (DirectoryService_ListDirectoryGroups)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: include_detail, include_external_groups, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryGroups query: include_detail, include_external_groups, page_size, page_token, updated_after
 ---@return fun():table|nil
 function directories:each_groups(organization_id, directory_id, params) end
 
@@ -320,7 +320,7 @@ function directories:each_groups(organization_id, directory_id, params) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/groups` (DirectoryService_ListDirectoryGroups)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: include_detail, include_external_groups, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryGroups query: include_detail, include_external_groups, page_size, page_token, updated_after
 ---@return fun():table|nil
 function directories:pages_groups(organization_id, directory_id, params) end
 
@@ -328,7 +328,7 @@ function directories:pages_groups(organization_id, directory_id, params) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/groups` (DirectoryService_ListDirectoryGroups)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: include_detail, include_external_groups, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryGroups query: include_detail, include_external_groups, page_size, page_token, updated_after
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -338,7 +338,7 @@ function directories:all_groups(organization_id, directory_id, params, opts) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/users` (DirectoryService_ListDirectoryUsers)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: directory_group_id, include_detail, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryUsers query: directory_group_id, include_detail, page_size, page_token, updated_after
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function directories:list_users(organization_id, directory_id, params) end
@@ -347,7 +347,7 @@ function directories:list_users(organization_id, directory_id, params) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/users` (DirectoryService_ListDirectoryUsers)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: directory_group_id, include_detail, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryUsers query: directory_group_id, include_detail, page_size, page_token, updated_after
 ---@return fun():table|nil
 function directories:each_users(organization_id, directory_id, params) end
 
@@ -355,7 +355,7 @@ function directories:each_users(organization_id, directory_id, params) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/users` (DirectoryService_ListDirectoryUsers)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: directory_group_id, include_detail, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryUsers query: directory_group_id, include_detail, page_size, page_token, updated_after
 ---@return fun():table|nil
 function directories:pages_users(organization_id, directory_id, params) end
 
@@ -363,7 +363,7 @@ function directories:pages_users(organization_id, directory_id, params) end
 ---`GET /api/v1/organizations/{organization_id}/directories/{directory_id}/users` (DirectoryService_ListDirectoryUsers)
 ---@param organization_id string
 ---@param directory_id string
----@param params? table query: directory_group_id, include_detail, page_size, page_token, updated_after
+---@param params? scalekit.params.DirectoryService_ListDirectoryUsers query: directory_group_id, include_detail, page_size, page_token, updated_after
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -375,7 +375,7 @@ local domains = {}
 ---Create Domain
 ---`POST /api/v1/organizations/{organization_id}/domains` (DomainService_CreateDomain)
 ---@param organization_id string
----@param params? table body fields
+---@param params? scalekit.params.DomainService_CreateDomain body: domain, domain_type
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function domains:create(organization_id, params) end
@@ -399,7 +399,7 @@ function domains:get(organization_id, id) end
 ---List Domains
 ---`GET /api/v1/organizations/{organization_id}/domains` (DomainService_ListDomains)
 ---@param organization_id string
----@param params? table query: domain_type, include, page_number, page_size
+---@param params? scalekit.params.DomainService_ListDomains query: domain_type, include, page_number, page_size
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function domains:list(organization_id, params) end
@@ -407,21 +407,21 @@ function domains:list(organization_id, params) end
 ---List Domains: iterate items (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/domains` (DomainService_ListDomains)
 ---@param organization_id string
----@param params? table query: domain_type, include, page_number, page_size
+---@param params? scalekit.params.DomainService_ListDomains query: domain_type, include, page_number, page_size
 ---@return fun():table|nil
 function domains:each(organization_id, params) end
 
 ---List Domains: iterate pages (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/domains` (DomainService_ListDomains)
 ---@param organization_id string
----@param params? table query: domain_type, include, page_number, page_size
+---@param params? scalekit.params.DomainService_ListDomains query: domain_type, include, page_number, page_size
 ---@return fun():table|nil
 function domains:pages(organization_id, params) end
 
 ---List Domains: collect every item
 ---`GET /api/v1/organizations/{organization_id}/domains` (DomainService_ListDomains)
 ---@param organization_id string
----@param params? table query: domain_type, include, page_number, page_size
+---@param params? scalekit.params.DomainService_ListDomains query: domain_type, include, page_number, page_size
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -432,7 +432,7 @@ local mcp = {}
 
 ---Create a new MCP configuration
 ---`POST /api/v1/mcp/configs` (McpService_CreateMcpConfig)
----@param params? table body fields
+---@param params? scalekit.params.McpService_CreateMcpConfig body: connection_tool_mappings, description, id, mcp_server_url, name
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function mcp:create(params) end
@@ -440,7 +440,7 @@ function mcp:create(params) end
 ---Create an MCP session token
 ---`POST /api/v1/mcp/configs/{mcp_config_id}/tokens` (McpService_CreateMcpSessionToken)
 ---@param mcp_config_id string
----@param params? table body fields
+---@param params? scalekit.params.McpService_CreateMcpSessionToken body: expiry, identifier
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function mcp:create_session_token(mcp_config_id, params) end
@@ -461,26 +461,26 @@ function mcp:get(config_id) end
 
 ---List MCP configurations
 ---`GET /api/v1/mcp/configs` (McpService_ListMcpConfigs)
----@param params? table query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
+---@param params? scalekit.params.McpService_ListMcpConfigs query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function mcp:list(params) end
 
 ---List MCP configurations: iterate items (raises the error table on failure)
 ---`GET /api/v1/mcp/configs` (McpService_ListMcpConfigs)
----@param params? table query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
+---@param params? scalekit.params.McpService_ListMcpConfigs query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
 ---@return fun():table|nil
 function mcp:each(params) end
 
 ---List MCP configurations: iterate pages (raises the error table on failure)
 ---`GET /api/v1/mcp/configs` (McpService_ListMcpConfigs)
----@param params? table query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
+---@param params? scalekit.params.McpService_ListMcpConfigs query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
 ---@return fun():table|nil
 function mcp:pages(params) end
 
 ---List MCP configurations: collect every item
 ---`GET /api/v1/mcp/configs` (McpService_ListMcpConfigs)
----@param params? table query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
+---@param params? scalekit.params.McpService_ListMcpConfigs query: filter.id, filter.mcp_server_url, filter.name, filter.provider, page_size, page_token, search
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -489,7 +489,7 @@ function mcp:all(params, opts) end
 ---List connected accounts for an MCP configuration
 ---`POST /api/v1/mcp/configs/{config_id}/connected_accounts` (McpService_ListMcpConnectedAccounts)
 ---@param config_id string
----@param params? table body fields
+---@param params? scalekit.params.McpService_ListMcpConnectedAccounts body: identifier, include_auth_link
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function mcp:list_connected_accounts(config_id, params) end
@@ -497,7 +497,7 @@ function mcp:list_connected_accounts(config_id, params) end
 ---Update an existing MCP configuration
 ---`PUT /api/v1/mcp/configs/{config_id}` (McpService_UpdateMcpConfig)
 ---@param config_id string
----@param params? table body fields
+---@param params? scalekit.params.McpService_UpdateMcpConfig body: connection_tool_mappings, description
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function mcp:update(config_id, params) end
@@ -509,7 +509,7 @@ local memberships = {}
 ---`POST /api/v1/memberships/organizations/{organization_id}/users/{id}` (UserService_CreateMembership)
 ---@param organization_id string
 ---@param id string
----@param params? table query: send_invitation_email; body fields
+---@param params? scalekit.params.UserService_CreateMembership query: send_invitation_email; body: inviter_email, metadata, roles
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function memberships:create(organization_id, id, params) end
@@ -518,7 +518,7 @@ function memberships:create(organization_id, id, params) end
 ---`POST /api/v1/memberships/organizations/{organization_id}/users:external/{external_id}` (UserService_CreateMembership2)
 ---@param organization_id string
 ---@param external_id string
----@param params? table query: send_invitation_email; body fields
+---@param params? scalekit.params.UserService_CreateMembership2 query: send_invitation_email; body: inviter_email, metadata, roles
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function memberships:create_by_external_id(organization_id, external_id, params) end
@@ -543,7 +543,7 @@ function memberships:delete_by_external_id(organization_id, external_id) end
 ---`PATCH /api/v1/memberships/organizations/{organization_id}/users/{id}` (UserService_UpdateMembership)
 ---@param organization_id string
 ---@param id string
----@param params? table body fields
+---@param params? scalekit.params.UserService_UpdateMembership body: metadata, roles
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function memberships:update(organization_id, id, params) end
@@ -552,7 +552,7 @@ function memberships:update(organization_id, id, params) end
 ---`PATCH /api/v1/memberships/organizations/{organization_id}/users:external/{external_id}` (UserService_UpdateMembership2)
 ---@param organization_id string
 ---@param external_id string
----@param params? table body fields
+---@param params? scalekit.params.UserService_UpdateMembership2 body: metadata, roles
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function memberships:update_by_external_id(organization_id, external_id, params) end
@@ -563,7 +563,7 @@ local organization_roles = {}
 ---Create organization role
 ---`POST /api/v1/organizations/{org_id}/roles` (RolesService_CreateOrganizationRole)
 ---@param org_id string
----@param params? table body fields
+---@param params? scalekit.params.RolesService_CreateOrganizationRole body: description, display_name, extends, name, permissions
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organization_roles:create(org_id, params) end
@@ -572,7 +572,7 @@ function organization_roles:create(org_id, params) end
 ---`DELETE /api/v1/organizations/{org_id}/roles/{role_name}` (RolesService_DeleteOrganizationRole)
 ---@param org_id string
 ---@param role_name string
----@param params? table query: reassign_role_name
+---@param params? scalekit.params.RolesService_DeleteOrganizationRole query: reassign_role_name
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organization_roles:delete(org_id, role_name, params) end
@@ -581,7 +581,7 @@ function organization_roles:delete(org_id, role_name, params) end
 ---`GET /api/v1/organizations/{org_id}/roles/{role_name}` (RolesService_GetOrganizationRole)
 ---@param org_id string
 ---@param role_name string
----@param params? table query: include
+---@param params? scalekit.params.RolesService_GetOrganizationRole query: include
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organization_roles:get(org_id, role_name, params) end
@@ -589,7 +589,7 @@ function organization_roles:get(org_id, role_name, params) end
 ---List organization roles
 ---`GET /api/v1/organizations/{org_id}/roles` (RolesService_ListOrganizationRoles)
 ---@param org_id string
----@param params? table query: include
+---@param params? scalekit.params.RolesService_ListOrganizationRoles query: include
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organization_roles:list(org_id, params) end
@@ -597,7 +597,7 @@ function organization_roles:list(org_id, params) end
 ---Set default organization roles
 ---`PATCH /api/v1/organizations/{org_id}/roles:set_defaults` (RolesService_UpdateDefaultOrganizationRoles)
 ---@param org_id string
----@param params? table body fields
+---@param params? scalekit.params.RolesService_UpdateDefaultOrganizationRoles body: default_member_role
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organization_roles:set_defaults(org_id, params) end
@@ -606,7 +606,7 @@ function organization_roles:set_defaults(org_id, params) end
 ---`PUT /api/v1/organizations/{org_id}/roles/{role_name}` (RolesService_UpdateOrganizationRole)
 ---@param org_id string
 ---@param role_name string
----@param params? table body fields
+---@param params? scalekit.params.RolesService_UpdateOrganizationRole body: description, display_name, extends, permissions
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organization_roles:update(org_id, role_name, params) end
@@ -616,7 +616,7 @@ local organizations = {}
 
 ---Create an organization
 ---`POST /api/v1/organizations` (OrganizationService_CreateOrganization)
----@param params? table body fields
+---@param params? scalekit.params.OrganizationService_CreateOrganization body: display_name, external_id, logo_url, metadata, slug
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:create(params) end
@@ -631,7 +631,7 @@ function organizations:delete(id) end
 ---Generate admin portal link
 ---`PUT /api/v1/organizations/{id}/portal_links` (OrganizationService_GeneratePortalLink)
 ---@param id string
----@param params? table query: features
+---@param params? scalekit.params.OrganizationService_GeneratePortalLink query: features
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:generate_portal_link(id, params) end
@@ -646,7 +646,7 @@ function organizations:get(id) end
 ---Get organization details by external Id
 ---`GET /api/v1/organizations:external/{external_id}` (OrganizationService_GetOrganizationByExternalId)
 ---@param external_id string
----@param params? table query: id
+---@param params? scalekit.params.OrganizationService_GetOrganizationByExternalId query: id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:get_by_external_id(external_id, params) end
@@ -660,26 +660,26 @@ function organizations:get_session_policy(organization_id) end
 
 ---List organizations
 ---`GET /api/v1/organizations` (OrganizationService_ListOrganization)
----@param params? table query: external_id, page_size, page_token
+---@param params? scalekit.params.OrganizationService_ListOrganization query: external_id, page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:list(params) end
 
 ---List organizations: iterate items (raises the error table on failure)
 ---`GET /api/v1/organizations` (OrganizationService_ListOrganization)
----@param params? table query: external_id, page_size, page_token
+---@param params? scalekit.params.OrganizationService_ListOrganization query: external_id, page_size, page_token
 ---@return fun():table|nil
 function organizations:each(params) end
 
 ---List organizations: iterate pages (raises the error table on failure)
 ---`GET /api/v1/organizations` (OrganizationService_ListOrganization)
----@param params? table query: external_id, page_size, page_token
+---@param params? scalekit.params.OrganizationService_ListOrganization query: external_id, page_size, page_token
 ---@return fun():table|nil
 function organizations:pages(params) end
 
 ---List organizations: collect every item
 ---`GET /api/v1/organizations` (OrganizationService_ListOrganization)
----@param params? table query: external_id, page_size, page_token
+---@param params? scalekit.params.OrganizationService_ListOrganization query: external_id, page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -688,7 +688,7 @@ function organizations:all(params, opts) end
 ---Update organization details
 ---`PATCH /api/v1/organizations/{id}` (OrganizationService_UpdateOrganization)
 ---@param id string
----@param params? table body fields
+---@param params? scalekit.params.OrganizationService_UpdateOrganization body: display_name, external_id, logo_url, metadata, slug
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:update(id, params) end
@@ -696,7 +696,7 @@ function organizations:update(id, params) end
 ---Update organization session policy
 ---`PATCH /api/v1/organizations/{organization_id}/session-policy` (OrganizationService_UpdateOrganizationSessionPolicy)
 ---@param organization_id string
----@param params? table body fields
+---@param params? scalekit.params.OrganizationService_UpdateOrganizationSessionPolicy body: absolute_session_timeout, absolute_session_timeout_unit, idle_session_timeout, idle_session_timeout_enabled, idle_session_timeout_unit, policy_source
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:update_session_policy(organization_id, params) end
@@ -704,7 +704,7 @@ function organizations:update_session_policy(organization_id, params) end
 ---Toggle organization settings
 ---`PATCH /api/v1/organizations/{id}/settings` (OrganizationService_UpdateOrganizationSettings)
 ---@param id string
----@param params? table body fields
+---@param params? scalekit.params.OrganizationService_UpdateOrganizationSettings body: features
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:update_settings(id, params) end
@@ -712,7 +712,7 @@ function organizations:update_settings(id, params) end
 ---Upsert organization user setting
 ---`PATCH /api/v1/organizations/{organization_id}/settings/usermanagement` (OrganizationService_UpsertUserManagementSettings)
 ---@param organization_id string
----@param params? table body fields
+---@param params? scalekit.params.OrganizationService_UpsertUserManagementSettings body: settings
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function organizations:update_user_management_settings(organization_id, params) end
@@ -722,21 +722,21 @@ local passwordless = {}
 
 ---Resend passwordless email
 ---`POST /api/v1/passwordless/email/resend` (PasswordlessService_ResendPasswordlessEmail)
----@param params? table body fields
+---@param params? scalekit.params.PasswordlessService_ResendPasswordlessEmail body: auth_request_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function passwordless:resend(params) end
 
 ---Send passwordless email
 ---`POST /api/v1/passwordless/email/send` (PasswordlessService_SendPasswordlessEmail)
----@param params? table body fields
+---@param params? scalekit.params.PasswordlessService_SendPasswordlessEmail body: email, expires_in, magiclink_auth_uri, state, template, template_variables
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function passwordless:send(params) end
 
 ---Verify passwordless email
 ---`POST /api/v1/passwordless/email/verify` (PasswordlessService_VerifyPasswordlessEmail)
----@param params? table body fields
+---@param params? scalekit.params.PasswordlessService_VerifyPasswordlessEmail body: auth_request_id, code, link_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function passwordless:verify(params) end
@@ -746,7 +746,7 @@ local permissions = {}
 
 ---Create new permission
 ---`POST /api/v1/permissions` (RolesService_CreatePermission)
----@param params? table body fields
+---@param params? scalekit.params.RolesService_CreatePermission body: description, name
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function permissions:create(params) end
@@ -767,26 +767,26 @@ function permissions:get(permission_name) end
 
 ---List all permissions
 ---`GET /api/v1/permissions` (RolesService_ListPermissions)
----@param params? table query: page_size, page_token, type
+---@param params? scalekit.params.RolesService_ListPermissions query: page_size, page_token, type
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function permissions:list(params) end
 
 ---List all permissions: iterate items (raises the error table on failure)
 ---`GET /api/v1/permissions` (RolesService_ListPermissions)
----@param params? table query: page_size, page_token, type
+---@param params? scalekit.params.RolesService_ListPermissions query: page_size, page_token, type
 ---@return fun():table|nil
 function permissions:each(params) end
 
 ---List all permissions: iterate pages (raises the error table on failure)
 ---`GET /api/v1/permissions` (RolesService_ListPermissions)
----@param params? table query: page_size, page_token, type
+---@param params? scalekit.params.RolesService_ListPermissions query: page_size, page_token, type
 ---@return fun():table|nil
 function permissions:pages(params) end
 
 ---List all permissions: collect every item
 ---`GET /api/v1/permissions` (RolesService_ListPermissions)
----@param params? table query: page_size, page_token, type
+---@param params? scalekit.params.RolesService_ListPermissions query: page_size, page_token, type
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -795,7 +795,7 @@ function permissions:all(params, opts) end
 ---Update permission details
 ---`PUT /api/v1/permissions/{permission_name}` (RolesService_UpdatePermission)
 ---@param permission_name string
----@param params? table body fields
+---@param params? scalekit.params.RolesService_UpdatePermission body: description, name
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function permissions:update(permission_name, params) end
@@ -805,7 +805,7 @@ local providers = {}
 
 ---Create a custom provider
 ---`POST /api/v1/custom-providers` (ProviderService_CreateCustomProvider)
----@param params? table body fields
+---@param params? scalekit.params.ProviderService_CreateCustomProvider body: auth_patterns, description, display_name, icon_src, metadata, proxy_enabled, proxy_url
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function providers:create(params) end
@@ -820,7 +820,7 @@ function providers:delete(identifier) end
 ---Update a custom provider
 ---`PUT /api/v1/custom-providers/{identifier}` (ProviderService_UpdateCustomProvider)
 ---@param identifier string
----@param params? table body fields
+---@param params? scalekit.params.ProviderService_UpdateCustomProvider body: auth_patterns, description, display_name, icon_src, metadata, proxy_enabled, proxy_url
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function providers:update(identifier, params) end
@@ -831,7 +831,7 @@ local roles = {}
 ---Add permissions to role
 ---`POST /api/v1/roles/{role_name}/permissions` (RolesService_AddPermissionsToRole)
 ---@param role_name string
----@param params? table body fields, or a list of permission_names
+---@param params? scalekit.params.RolesService_AddPermissionsToRole body: permission_names; or a list of permission_names
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:add_permissions(role_name, params) end
@@ -845,7 +845,7 @@ function roles:count_users(role_name) end
 
 ---Create new role in environment
 ---`POST /api/v1/roles` (RolesService_CreateRole)
----@param params? table body fields
+---@param params? scalekit.params.RolesService_CreateRole body: description, display_name, extends, name, permissions
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:create(params) end
@@ -853,7 +853,7 @@ function roles:create(params) end
 ---Delete role and reassign users
 ---`DELETE /api/v1/roles/{role_name}` (RolesService_DeleteRole)
 ---@param role_name string
----@param params? table query: reassign_role_id, reassign_role_name
+---@param params? scalekit.params.RolesService_DeleteRole query: reassign_role_id, reassign_role_name
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:delete(role_name, params) end
@@ -861,14 +861,14 @@ function roles:delete(role_name, params) end
 ---Get role details
 ---`GET /api/v1/roles/{role_name}` (RolesService_GetRole)
 ---@param role_name string
----@param params? table query: include
+---@param params? scalekit.params.RolesService_GetRole query: include
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:get(role_name, params) end
 
 ---List all roles in environment
 ---`GET /api/v1/roles` (RolesService_ListRoles)
----@param params? table query: include
+---@param params? scalekit.params.RolesService_ListRoles query: include
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:list(params) end
@@ -904,7 +904,7 @@ function roles:remove_permission(role_name, permission_name) end
 
 ---Set default creator and member roles
 ---`PATCH /api/v1/roles:set_defaults` (RolesService_UpdateDefaultRoles)
----@param params? table body fields
+---@param params? scalekit.params.RolesService_UpdateDefaultRoles body: default_creator, default_creator_role, default_member, default_member_role
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:set_defaults(params) end
@@ -912,14 +912,14 @@ function roles:set_defaults(params) end
 ---Update role information
 ---`PUT /api/v1/roles/{role_name}` (RolesService_UpdateRole)
 ---@param role_name string
----@param params? table body fields
+---@param params? scalekit.params.RolesService_UpdateRole body: description, display_name, extends, permissions
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:update(role_name, params) end
 
 ---Set default creator and member roles
 ---`PATCH /api/v1/roles/default` (RolesService_UpdateDefaultRoles2)
----@param params? table body fields
+---@param params? scalekit.params.RolesService_UpdateDefaultRoles2 body: default_creator, default_creator_role, default_member, default_member_role
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function roles:update_defaults(params) end
@@ -937,7 +937,7 @@ function sessions:get(session_id) end
 ---List user sessions
 ---`GET /api/v1/users/{user_id}/sessions` (SessionService_GetUserSessions)
 ---@param user_id string
----@param params? table query: filter.end_time, filter.start_time, filter.status, page_size, page_token
+---@param params? scalekit.params.SessionService_GetUserSessions query: filter.end_time, filter.start_time, filter.status, page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function sessions:list_by_user(user_id, params) end
@@ -945,21 +945,21 @@ function sessions:list_by_user(user_id, params) end
 ---List user sessions: iterate items (raises the error table on failure)
 ---`GET /api/v1/users/{user_id}/sessions` (SessionService_GetUserSessions)
 ---@param user_id string
----@param params? table query: filter.end_time, filter.start_time, filter.status, page_size, page_token
+---@param params? scalekit.params.SessionService_GetUserSessions query: filter.end_time, filter.start_time, filter.status, page_size, page_token
 ---@return fun():table|nil
 function sessions:each_by_user(user_id, params) end
 
 ---List user sessions: iterate pages (raises the error table on failure)
 ---`GET /api/v1/users/{user_id}/sessions` (SessionService_GetUserSessions)
 ---@param user_id string
----@param params? table query: filter.end_time, filter.start_time, filter.status, page_size, page_token
+---@param params? scalekit.params.SessionService_GetUserSessions query: filter.end_time, filter.start_time, filter.status, page_size, page_token
 ---@return fun():table|nil
 function sessions:pages_by_user(user_id, params) end
 
 ---List user sessions: collect every item
 ---`GET /api/v1/users/{user_id}/sessions` (SessionService_GetUserSessions)
 ---@param user_id string
----@param params? table query: filter.end_time, filter.start_time, filter.status, page_size, page_token
+---@param params? scalekit.params.SessionService_GetUserSessions query: filter.end_time, filter.start_time, filter.status, page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -984,33 +984,33 @@ local tools = {}
 
 ---Execute a tool using a connected account
 ---`POST /api/v1/execute_tool` (ToolService_ExecuteTool)
----@param params? table body fields
+---@param params? scalekit.params.ToolService_ExecuteTool body: agent_run_id, connected_account_id, connector, identifier, organization_id, params, tool_name, user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function tools:execute(params) end
 
 ---List tools
 ---`GET /api/v1/tools` (ToolService_ListTools)
----@param params? table query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
+---@param params? scalekit.params.ToolService_ListTools query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function tools:list(params) end
 
 ---List tools: iterate items (raises the error table on failure)
 ---`GET /api/v1/tools` (ToolService_ListTools)
----@param params? table query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
+---@param params? scalekit.params.ToolService_ListTools query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
 ---@return fun():table|nil
 function tools:each(params) end
 
 ---List tools: iterate pages (raises the error table on failure)
 ---`GET /api/v1/tools` (ToolService_ListTools)
----@param params? table query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
+---@param params? scalekit.params.ToolService_ListTools query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
 ---@return fun():table|nil
 function tools:pages(params) end
 
 ---List tools: collect every item
 ---`GET /api/v1/tools` (ToolService_ListTools)
----@param params? table query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
+---@param params? scalekit.params.ToolService_ListTools query: filter.connected_account_id, filter.connector, filter.identifier, filter.organization_id, filter.provider, filter.query, filter.summary, filter.tool_name, filter.user_id, page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -1018,26 +1018,26 @@ function tools:all(params, opts) end
 
 ---List available tools
 ---`GET /api/v1/tools/available` (ToolService_ListAvailableTools)
----@param params? table query: identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListAvailableTools query: identifier, page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function tools:list_available(params) end
 
 ---List available tools: iterate items (raises the error table on failure)
 ---`GET /api/v1/tools/available` (ToolService_ListAvailableTools)
----@param params? table query: identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListAvailableTools query: identifier, page_size, page_token
 ---@return fun():table|nil
 function tools:each_available(params) end
 
 ---List available tools: iterate pages (raises the error table on failure)
 ---`GET /api/v1/tools/available` (ToolService_ListAvailableTools)
----@param params? table query: identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListAvailableTools query: identifier, page_size, page_token
 ---@return fun():table|nil
 function tools:pages_available(params) end
 
 ---List available tools: collect every item
 ---`GET /api/v1/tools/available` (ToolService_ListAvailableTools)
----@param params? table query: identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListAvailableTools query: identifier, page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -1045,26 +1045,26 @@ function tools:all_available(params, opts) end
 
 ---List scoped tools
 ---`GET /api/v1/tools/scoped` (ToolService_ListScopedTools)
----@param params? table query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListScopedTools query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function tools:list_scoped(params) end
 
 ---List scoped tools: iterate items (raises the error table on failure)
 ---`GET /api/v1/tools/scoped` (ToolService_ListScopedTools)
----@param params? table query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListScopedTools query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
 ---@return fun():table|nil
 function tools:each_scoped(params) end
 
 ---List scoped tools: iterate pages (raises the error table on failure)
 ---`GET /api/v1/tools/scoped` (ToolService_ListScopedTools)
----@param params? table query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListScopedTools query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
 ---@return fun():table|nil
 function tools:pages_scoped(params) end
 
 ---List scoped tools: collect every item
 ---`GET /api/v1/tools/scoped` (ToolService_ListScopedTools)
----@param params? table query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
+---@param params? scalekit.params.ToolService_ListScopedTools query: filter.connection_names, filter.providers, filter.tool_names, identifier, page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -1076,7 +1076,7 @@ local users = {}
 ---Create new user in organization
 ---`POST /api/v1/organizations/{organization_id}/users` (UserService_CreateUserAndMembership)
 ---@param organization_id string
----@param params? table query: send_invitation_email; body fields
+---@param params? scalekit.params.UserService_CreateUserAndMembership query: send_invitation_email; body: email, external_id, membership, metadata, user_profile
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:create(organization_id, params) end
@@ -1111,26 +1111,26 @@ function users:get_by_external_id(external_id) end
 
 ---List all users in environment
 ---`GET /api/v1/users` (UserService_ListUsers)
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListUsers query: page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:list(params) end
 
 ---List all users in environment: iterate items (raises the error table on failure)
 ---`GET /api/v1/users` (UserService_ListUsers)
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListUsers query: page_size, page_token
 ---@return fun():table|nil
 function users:each(params) end
 
 ---List all users in environment: iterate pages (raises the error table on failure)
 ---`GET /api/v1/users` (UserService_ListUsers)
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListUsers query: page_size, page_token
 ---@return fun():table|nil
 function users:pages(params) end
 
 ---List all users in environment: collect every item
 ---`GET /api/v1/users` (UserService_ListUsers)
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListUsers query: page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -1139,7 +1139,7 @@ function users:all(params, opts) end
 ---List organization users
 ---`GET /api/v1/organizations/{organization_id}/users` (UserService_ListOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListOrganizationUsers query: page_size, page_token
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:list_by_organization(organization_id, params) end
@@ -1147,21 +1147,21 @@ function users:list_by_organization(organization_id, params) end
 ---List organization users: iterate items (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/users` (UserService_ListOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListOrganizationUsers query: page_size, page_token
 ---@return fun():table|nil
 function users:each_by_organization(organization_id, params) end
 
 ---List organization users: iterate pages (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/users` (UserService_ListOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListOrganizationUsers query: page_size, page_token
 ---@return fun():table|nil
 function users:pages_by_organization(organization_id, params) end
 
 ---List organization users: collect every item
 ---`GET /api/v1/organizations/{organization_id}/users` (UserService_ListOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token
+---@param params? scalekit.params.UserService_ListOrganizationUsers query: page_size, page_token
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -1187,33 +1187,33 @@ function users:list_roles(organization_id, user_id) end
 ---`PATCH /api/v1/invites/organizations/{organization_id}/users/{id}/resend` (UserService_ResendInvite)
 ---@param organization_id string
 ---@param id string
----@param params? table body fields
+---@param params? scalekit.params.UserService_ResendInvite body fields
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:resend_invite(organization_id, id, params) end
 
 ---Search users
 ---`GET /api/v1/users:search` (UserService_SearchUsers)
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchUsers query: page_size, page_token, query
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:search(params) end
 
 ---Search users: iterate items (raises the error table on failure)
 ---`GET /api/v1/users:search` (UserService_SearchUsers)
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchUsers query: page_size, page_token, query
 ---@return fun():table|nil
 function users:each_search(params) end
 
 ---Search users: iterate pages (raises the error table on failure)
 ---`GET /api/v1/users:search` (UserService_SearchUsers)
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchUsers query: page_size, page_token, query
 ---@return fun():table|nil
 function users:pages_search(params) end
 
 ---Search users: collect every item
 ---`GET /api/v1/users:search` (UserService_SearchUsers)
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchUsers query: page_size, page_token, query
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -1222,7 +1222,7 @@ function users:all_search(params, opts) end
 ---Search organization users
 ---`GET /api/v1/organizations/{organization_id}/users:search` (UserService_SearchOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchOrganizationUsers query: page_size, page_token, query
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:search_in_organization(organization_id, params) end
@@ -1230,21 +1230,21 @@ function users:search_in_organization(organization_id, params) end
 ---Search organization users: iterate items (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/users:search` (UserService_SearchOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchOrganizationUsers query: page_size, page_token, query
 ---@return fun():table|nil
 function users:each_search_in_organization(organization_id, params) end
 
 ---Search organization users: iterate pages (raises the error table on failure)
 ---`GET /api/v1/organizations/{organization_id}/users:search` (UserService_SearchOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchOrganizationUsers query: page_size, page_token, query
 ---@return fun():table|nil
 function users:pages_search_in_organization(organization_id, params) end
 
 ---Search organization users: collect every item
 ---`GET /api/v1/organizations/{organization_id}/users:search` (UserService_SearchOrganizationUsers)
 ---@param organization_id string
----@param params? table query: page_size, page_token, query
+---@param params? scalekit.params.UserService_SearchOrganizationUsers query: page_size, page_token, query
 ---@param opts? {limit: integer?}
 ---@return table|nil items
 ---@return scalekit.Error|nil err
@@ -1253,7 +1253,7 @@ function users:all_search_in_organization(organization_id, params, opts) end
 ---Update user information
 ---`PATCH /api/v1/users/{id}` (UserService_UpdateUser)
 ---@param id string
----@param params? table body fields
+---@param params? scalekit.params.UserService_UpdateUser body: external_id, metadata, user_profile
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:update(id, params) end
@@ -1261,7 +1261,7 @@ function users:update(id, params) end
 ---Update user by external ID
 ---`PATCH /api/v1/users:external/{external_id}` (UserService_UpdateUser2)
 ---@param external_id string
----@param params? table body fields
+---@param params? scalekit.params.UserService_UpdateUser2 body: external_id, metadata, user_profile
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function users:update_by_external_id(external_id, params) end
@@ -1278,7 +1278,7 @@ function webauthn:delete(credential_id) end
 
 ---List user's passkeys
 ---`GET /api/v1/webauthn/credentials` (WebAuthnService_ListCredentials)
----@param params? table query: user_id
+---@param params? scalekit.params.WebAuthnService_ListCredentials query: user_id
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function webauthn:list(params) end
@@ -1286,10 +1286,672 @@ function webauthn:list(params) end
 ---Rename a passkey
 ---`PATCH /api/v1/webauthn/credentials/{credential_id}` (WebAuthnService_UpdateCredential)
 ---@param credential_id string
----@param params? table body fields
+---@param params? scalekit.params.WebAuthnService_UpdateCredential body: display_name
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function webauthn:update(credential_id, params) end
+
+---@class scalekit.params.AuditLogsService_ListAuthRequests
+---@field client_id? string query parameter
+---@field email? string query parameter
+---@field end_time? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field resource_id? string query parameter
+---@field start_time? string query parameter
+---@field status? string[] query parameter
+
+---@class scalekit.body.ClientService_CreateOrganizationClient
+---@field audience? any[]
+---@field custom_claims? any[]
+---@field description? string
+---@field expiry? string
+---@field name? string
+---@field scopes? any[]
+
+---@class scalekit.params.ClientService_CreateOrganizationClient : scalekit.body.ClientService_CreateOrganizationClient
+---@field body? scalekit.body.ClientService_CreateOrganizationClient the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.ClientService_ListOrganizationClients
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.body.ClientService_UpdateOrganizationClient
+---@field audience? any[]
+---@field custom_claims? any[]
+---@field description? string
+---@field expiry? string
+---@field name? string
+---@field scopes? any[]
+
+---@class scalekit.params.ClientService_UpdateOrganizationClient : scalekit.body.ClientService_UpdateOrganizationClient
+---@field body? scalekit.body.ClientService_UpdateOrganizationClient the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.ConnectedAccountService_CreateConnectedAccount.connected_account.authorization_details
+---@field google_dwd? table<string, any>
+---@field oauth_token? table<string, any>
+---@field static_auth? table<string, any>
+---@field trusted_idp? table<string, any>
+
+---@class scalekit.body.ConnectedAccountService_CreateConnectedAccount.connected_account
+---@field api_config? table<string, any>
+---@field authorization_details? scalekit.body.ConnectedAccountService_CreateConnectedAccount.connected_account.authorization_details
+
+---@class scalekit.body.ConnectedAccountService_CreateConnectedAccount
+---@field connected_account? scalekit.body.ConnectedAccountService_CreateConnectedAccount.connected_account
+---@field connector? string
+---@field identifier? string
+---@field organization_id? string
+---@field user_id? string
+
+---@class scalekit.params.ConnectedAccountService_CreateConnectedAccount : scalekit.body.ConnectedAccountService_CreateConnectedAccount
+---@field body? scalekit.body.ConnectedAccountService_CreateConnectedAccount the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.ConnectedAccountService_DeleteConnectedAccount
+---@field connector? string
+---@field id? string
+---@field identifier? string
+---@field organization_id? string
+---@field user_id? string
+
+---@class scalekit.params.ConnectedAccountService_DeleteConnectedAccount : scalekit.body.ConnectedAccountService_DeleteConnectedAccount
+---@field body? scalekit.body.ConnectedAccountService_DeleteConnectedAccount the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.ConnectedAccountService_GetConnectedAccountAuth
+---@field connector? string query parameter
+---@field id? string query parameter
+---@field identifier? string query parameter
+---@field organization_id? string query parameter
+---@field user_id? string query parameter
+
+---@class scalekit.params.ConnectedAccountService_GetConnectedAccountDetails
+---@field connector? string query parameter
+---@field id? string query parameter
+---@field identifier? string query parameter
+---@field organization_id? string query parameter
+---@field user_id? string query parameter
+
+---@class scalekit.body.ConnectedAccountService_GetMagicLinkForConnectedAccount
+---@field connector? string
+---@field id? string
+---@field identifier? string
+---@field organization_id? string
+---@field state? string
+---@field user_id? string
+---@field user_verify_url? string
+
+---@class scalekit.params.ConnectedAccountService_GetMagicLinkForConnectedAccount : scalekit.body.ConnectedAccountService_GetMagicLinkForConnectedAccount
+---@field body? scalekit.body.ConnectedAccountService_GetMagicLinkForConnectedAccount the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.ConnectedAccountService_ListConnectedAccounts
+---@field connection_names? string[] query parameter
+---@field connector? string query parameter
+---@field identifier? string query parameter
+---@field organization_id? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field provider? string query parameter
+---@field query? string query parameter
+---@field user_id? string query parameter
+
+---@class scalekit.params.ConnectedAccountService_SearchConnectedAccounts
+---@field connection_id? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field query? string query parameter
+
+---@class scalekit.body.ConnectedAccountService_UpdateConnectedAccount.connected_account.authorization_details
+---@field google_dwd? table<string, any>
+---@field oauth_token? table<string, any>
+---@field static_auth? table<string, any>
+---@field trusted_idp? table<string, any>
+
+---@class scalekit.body.ConnectedAccountService_UpdateConnectedAccount.connected_account
+---@field api_config? table<string, any>
+---@field authorization_details? scalekit.body.ConnectedAccountService_UpdateConnectedAccount.connected_account.authorization_details
+
+---@class scalekit.body.ConnectedAccountService_UpdateConnectedAccount
+---@field connected_account? scalekit.body.ConnectedAccountService_UpdateConnectedAccount.connected_account
+---@field connector? string
+---@field id? string
+---@field identifier? string
+---@field organization_id? string
+---@field user_id? string
+
+---@class scalekit.params.ConnectedAccountService_UpdateConnectedAccount : scalekit.body.ConnectedAccountService_UpdateConnectedAccount
+---@field body? scalekit.body.ConnectedAccountService_UpdateConnectedAccount the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.ConnectedAccountService_VerifyConnectedAccountUser
+---@field auth_request_id? string
+---@field identifier? string
+
+---@class scalekit.params.ConnectedAccountService_VerifyConnectedAccountUser : scalekit.body.ConnectedAccountService_VerifyConnectedAccountUser
+---@field body? scalekit.body.ConnectedAccountService_VerifyConnectedAccountUser the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.ConnectionService_ListConnections
+---@field domain? string query parameter
+---@field include? string query parameter
+---@field organization_id? string query parameter
+
+---@class scalekit.params.DirectoryService_ListDirectoryGroups
+---@field include_detail? boolean query parameter
+---@field include_external_groups? boolean query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field updated_after? string query parameter
+
+---@class scalekit.params.DirectoryService_ListDirectoryUsers
+---@field directory_group_id? string query parameter
+---@field include_detail? boolean query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field updated_after? string query parameter
+
+---@class scalekit.body.DomainService_CreateDomain
+---@field domain? string
+---@field domain_type? string
+
+---@class scalekit.params.DomainService_CreateDomain : scalekit.body.DomainService_CreateDomain
+---@field body? scalekit.body.DomainService_CreateDomain the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.DomainService_ListDomains
+---@field domain_type? string query parameter
+---@field include? string query parameter
+---@field page_number? integer query parameter
+---@field page_size? integer query parameter
+
+---@class scalekit.body.McpService_CreateMcpConfig
+---@field connection_tool_mappings? any[]
+---@field description? string
+---@field id? string
+---@field mcp_server_url? string
+---@field name? string
+
+---@class scalekit.params.McpService_CreateMcpConfig : scalekit.body.McpService_CreateMcpConfig
+---@field body? scalekit.body.McpService_CreateMcpConfig the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.McpService_CreateMcpSessionToken
+---@field expiry? string
+---@field identifier? string
+
+---@class scalekit.params.McpService_CreateMcpSessionToken : scalekit.body.McpService_CreateMcpSessionToken
+---@field body? scalekit.body.McpService_CreateMcpSessionToken the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.McpService_ListMcpConfigs
+---@field filter.id? string query parameter
+---@field filter.mcp_server_url? string query parameter
+---@field filter.name? string query parameter
+---@field filter.provider? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field search? string query parameter
+
+---@class scalekit.body.McpService_ListMcpConnectedAccounts
+---@field identifier? string
+---@field include_auth_link? boolean
+
+---@class scalekit.params.McpService_ListMcpConnectedAccounts : scalekit.body.McpService_ListMcpConnectedAccounts
+---@field body? scalekit.body.McpService_ListMcpConnectedAccounts the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.McpService_UpdateMcpConfig
+---@field connection_tool_mappings? any[]
+---@field description? string
+
+---@class scalekit.params.McpService_UpdateMcpConfig : scalekit.body.McpService_UpdateMcpConfig
+---@field body? scalekit.body.McpService_UpdateMcpConfig the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.UserService_CreateMembership
+---@field inviter_email? string
+---@field metadata? table<string, any>
+---@field roles? any[]
+
+---@class scalekit.params.UserService_CreateMembership : scalekit.body.UserService_CreateMembership
+---@field send_invitation_email? boolean query parameter
+---@field body? scalekit.body.UserService_CreateMembership the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.UserService_CreateMembership2
+---@field inviter_email? string
+---@field metadata? table<string, any>
+---@field roles? any[]
+
+---@class scalekit.params.UserService_CreateMembership2 : scalekit.body.UserService_CreateMembership2
+---@field send_invitation_email? boolean query parameter
+---@field body? scalekit.body.UserService_CreateMembership2 the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.UserService_UpdateMembership
+---@field metadata? table<string, any>
+---@field roles? any[]
+
+---@class scalekit.params.UserService_UpdateMembership : scalekit.body.UserService_UpdateMembership
+---@field body? scalekit.body.UserService_UpdateMembership the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.UserService_UpdateMembership2
+---@field metadata? table<string, any>
+---@field roles? any[]
+
+---@class scalekit.params.UserService_UpdateMembership2 : scalekit.body.UserService_UpdateMembership2
+---@field body? scalekit.body.UserService_UpdateMembership2 the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.RolesService_CreateOrganizationRole
+---@field description? string
+---@field display_name? string
+---@field extends? string
+---@field name? string
+---@field permissions? any[]
+
+---@class scalekit.params.RolesService_CreateOrganizationRole : scalekit.body.RolesService_CreateOrganizationRole
+---@field body? scalekit.body.RolesService_CreateOrganizationRole the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.RolesService_DeleteOrganizationRole
+---@field reassign_role_name? string query parameter
+
+---@class scalekit.params.RolesService_GetOrganizationRole
+---@field include? string query parameter
+
+---@class scalekit.params.RolesService_ListOrganizationRoles
+---@field include? string query parameter
+
+---@class scalekit.body.RolesService_UpdateDefaultOrganizationRoles
+---@field default_member_role? string
+
+---@class scalekit.params.RolesService_UpdateDefaultOrganizationRoles : scalekit.body.RolesService_UpdateDefaultOrganizationRoles
+---@field body? scalekit.body.RolesService_UpdateDefaultOrganizationRoles the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.RolesService_UpdateOrganizationRole
+---@field description? string
+---@field display_name? string
+---@field extends? string
+---@field permissions? any[]
+
+---@class scalekit.params.RolesService_UpdateOrganizationRole : scalekit.body.RolesService_UpdateOrganizationRole
+---@field body? scalekit.body.RolesService_UpdateOrganizationRole the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.OrganizationService_CreateOrganization
+---@field display_name? string
+---@field external_id? string
+---@field logo_url? string
+---@field metadata? table<string, any>
+---@field slug? string
+
+---@class scalekit.params.OrganizationService_CreateOrganization : scalekit.body.OrganizationService_CreateOrganization
+---@field body? scalekit.body.OrganizationService_CreateOrganization the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.OrganizationService_GeneratePortalLink
+---@field features? string[] query parameter
+
+---@class scalekit.params.OrganizationService_GetOrganizationByExternalId
+---@field id? string query parameter
+
+---@class scalekit.params.OrganizationService_ListOrganization
+---@field external_id? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.body.OrganizationService_UpdateOrganization
+---@field display_name? string
+---@field external_id? string
+---@field logo_url? string
+---@field metadata? table<string, any>
+---@field slug? string
+
+---@class scalekit.params.OrganizationService_UpdateOrganization : scalekit.body.OrganizationService_UpdateOrganization
+---@field body? scalekit.body.OrganizationService_UpdateOrganization the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.OrganizationService_UpdateOrganizationSessionPolicy
+---@field absolute_session_timeout? integer
+---@field absolute_session_timeout_unit? string
+---@field idle_session_timeout? integer
+---@field idle_session_timeout_enabled? boolean
+---@field idle_session_timeout_unit? string
+---@field policy_source? string
+
+---@class scalekit.params.OrganizationService_UpdateOrganizationSessionPolicy : scalekit.body.OrganizationService_UpdateOrganizationSessionPolicy
+---@field body? scalekit.body.OrganizationService_UpdateOrganizationSessionPolicy the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.OrganizationService_UpdateOrganizationSettings
+---@field features? any[]
+
+---@class scalekit.params.OrganizationService_UpdateOrganizationSettings : scalekit.body.OrganizationService_UpdateOrganizationSettings
+---@field body? scalekit.body.OrganizationService_UpdateOrganizationSettings the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.OrganizationService_UpsertUserManagementSettings.settings
+---@field max_allowed_users? integer
+
+---@class scalekit.body.OrganizationService_UpsertUserManagementSettings
+---@field settings? scalekit.body.OrganizationService_UpsertUserManagementSettings.settings
+
+---@class scalekit.params.OrganizationService_UpsertUserManagementSettings : scalekit.body.OrganizationService_UpsertUserManagementSettings
+---@field body? scalekit.body.OrganizationService_UpsertUserManagementSettings the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.PasswordlessService_ResendPasswordlessEmail
+---@field auth_request_id? string
+
+---@class scalekit.params.PasswordlessService_ResendPasswordlessEmail : scalekit.body.PasswordlessService_ResendPasswordlessEmail
+---@field body? scalekit.body.PasswordlessService_ResendPasswordlessEmail the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.PasswordlessService_SendPasswordlessEmail
+---@field email? string
+---@field expires_in? integer
+---@field magiclink_auth_uri? string
+---@field state? string
+---@field template? string
+---@field template_variables? table<string, any>
+
+---@class scalekit.params.PasswordlessService_SendPasswordlessEmail : scalekit.body.PasswordlessService_SendPasswordlessEmail
+---@field body? scalekit.body.PasswordlessService_SendPasswordlessEmail the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.PasswordlessService_VerifyPasswordlessEmail
+---@field auth_request_id? string
+---@field code? string
+---@field link_token? string
+
+---@class scalekit.params.PasswordlessService_VerifyPasswordlessEmail : scalekit.body.PasswordlessService_VerifyPasswordlessEmail
+---@field body? scalekit.body.PasswordlessService_VerifyPasswordlessEmail the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.RolesService_CreatePermission
+---@field description? string
+---@field name? string
+
+---@class scalekit.params.RolesService_CreatePermission : scalekit.body.RolesService_CreatePermission
+---@field body? scalekit.body.RolesService_CreatePermission the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.RolesService_ListPermissions
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field type? string query parameter
+
+---@class scalekit.body.RolesService_UpdatePermission
+---@field description? string
+---@field name? string
+
+---@class scalekit.params.RolesService_UpdatePermission : scalekit.body.RolesService_UpdatePermission
+---@field body? scalekit.body.RolesService_UpdatePermission the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.ProviderService_CreateCustomProvider
+---@field auth_patterns? any[]
+---@field description? string
+---@field display_name? string
+---@field icon_src? string
+---@field metadata? table<string, any>
+---@field proxy_enabled? boolean
+---@field proxy_url? string
+
+---@class scalekit.params.ProviderService_CreateCustomProvider : scalekit.body.ProviderService_CreateCustomProvider
+---@field body? scalekit.body.ProviderService_CreateCustomProvider the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.ProviderService_UpdateCustomProvider
+---@field auth_patterns? any[]
+---@field description? string
+---@field display_name? string
+---@field icon_src? string
+---@field metadata? table<string, any>
+---@field proxy_enabled? boolean
+---@field proxy_url? string
+
+---@class scalekit.params.ProviderService_UpdateCustomProvider : scalekit.body.ProviderService_UpdateCustomProvider
+---@field body? scalekit.body.ProviderService_UpdateCustomProvider the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.RolesService_AddPermissionsToRole
+---@field permission_names? any[]
+
+---@class scalekit.params.RolesService_AddPermissionsToRole : scalekit.body.RolesService_AddPermissionsToRole
+---@field body? scalekit.body.RolesService_AddPermissionsToRole the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.RolesService_CreateRole
+---@field description? string
+---@field display_name? string
+---@field extends? string
+---@field name? string
+---@field permissions? any[]
+
+---@class scalekit.params.RolesService_CreateRole : scalekit.body.RolesService_CreateRole
+---@field body? scalekit.body.RolesService_CreateRole the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.RolesService_DeleteRole
+---@field reassign_role_id? string query parameter
+---@field reassign_role_name? string query parameter
+
+---@class scalekit.params.RolesService_GetRole
+---@field include? string query parameter
+
+---@class scalekit.params.RolesService_ListRoles
+---@field include? string query parameter
+
+---@class scalekit.body.RolesService_UpdateDefaultRoles.default_creator
+---@field id? string
+---@field name? string
+
+---@class scalekit.body.RolesService_UpdateDefaultRoles.default_member
+---@field id? string
+---@field name? string
+
+---@class scalekit.body.RolesService_UpdateDefaultRoles
+---@field default_creator? scalekit.body.RolesService_UpdateDefaultRoles.default_creator
+---@field default_creator_role? string
+---@field default_member? scalekit.body.RolesService_UpdateDefaultRoles.default_member
+---@field default_member_role? string
+
+---@class scalekit.params.RolesService_UpdateDefaultRoles : scalekit.body.RolesService_UpdateDefaultRoles
+---@field body? scalekit.body.RolesService_UpdateDefaultRoles the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.RolesService_UpdateRole
+---@field description? string
+---@field display_name? string
+---@field extends? string
+---@field permissions? any[]
+
+---@class scalekit.params.RolesService_UpdateRole : scalekit.body.RolesService_UpdateRole
+---@field body? scalekit.body.RolesService_UpdateRole the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.RolesService_UpdateDefaultRoles2.default_creator
+---@field id? string
+---@field name? string
+
+---@class scalekit.body.RolesService_UpdateDefaultRoles2.default_member
+---@field id? string
+---@field name? string
+
+---@class scalekit.body.RolesService_UpdateDefaultRoles2
+---@field default_creator? scalekit.body.RolesService_UpdateDefaultRoles2.default_creator
+---@field default_creator_role? string
+---@field default_member? scalekit.body.RolesService_UpdateDefaultRoles2.default_member
+---@field default_member_role? string
+
+---@class scalekit.params.RolesService_UpdateDefaultRoles2 : scalekit.body.RolesService_UpdateDefaultRoles2
+---@field body? scalekit.body.RolesService_UpdateDefaultRoles2 the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.SessionService_GetUserSessions
+---@field filter.end_time? string query parameter
+---@field filter.start_time? string query parameter
+---@field filter.status? string[] query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.body.ToolService_ExecuteTool
+---@field agent_run_id? string
+---@field connected_account_id? string
+---@field connector? string
+---@field identifier? string
+---@field organization_id? string
+---@field params? table<string, any>
+---@field tool_name? string
+---@field user_id? string
+
+---@class scalekit.params.ToolService_ExecuteTool : scalekit.body.ToolService_ExecuteTool
+---@field body? scalekit.body.ToolService_ExecuteTool the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.ToolService_ListTools
+---@field filter.connected_account_id? string query parameter
+---@field filter.connector? string query parameter
+---@field filter.identifier? string query parameter
+---@field filter.organization_id? string query parameter
+---@field filter.provider? string query parameter
+---@field filter.query? string query parameter
+---@field filter.summary? boolean query parameter
+---@field filter.tool_name? string[] query parameter
+---@field filter.user_id? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.params.ToolService_ListAvailableTools
+---@field identifier? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.params.ToolService_ListScopedTools
+---@field filter.connection_names? string[] query parameter
+---@field filter.providers? string[] query parameter
+---@field filter.tool_names? string[] query parameter
+---@field identifier? string query parameter
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.body.UserService_CreateUserAndMembership.membership
+---@field inviter_email? string
+---@field metadata? table<string, any>
+---@field roles? any[]
+
+---@class scalekit.body.UserService_CreateUserAndMembership.user_profile
+---@field custom_attributes? table<string, any>
+---@field family_name? string
+---@field gender? string
+---@field given_name? string
+---@field groups? any[]
+---@field locale? string
+---@field metadata? table<string, any>
+---@field name? string
+---@field phone_number? string
+---@field picture? string
+---@field preferred_username? string
+
+---@class scalekit.body.UserService_CreateUserAndMembership
+---@field email? string
+---@field external_id? string
+---@field membership? scalekit.body.UserService_CreateUserAndMembership.membership
+---@field metadata? table<string, any>
+---@field user_profile? scalekit.body.UserService_CreateUserAndMembership.user_profile
+
+---@class scalekit.params.UserService_CreateUserAndMembership : scalekit.body.UserService_CreateUserAndMembership
+---@field send_invitation_email? boolean query parameter
+---@field body? scalekit.body.UserService_CreateUserAndMembership the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.UserService_ListUsers
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.params.UserService_ListOrganizationUsers
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+
+---@class scalekit.params.UserService_ResendInvite
+---@field body? table the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.UserService_SearchUsers
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field query? string query parameter
+
+---@class scalekit.params.UserService_SearchOrganizationUsers
+---@field page_size? integer query parameter
+---@field page_token? string query parameter
+---@field query? string query parameter
+
+---@class scalekit.body.UserService_UpdateUser.user_profile
+---@field custom_attributes? table<string, any>
+---@field family_name? string
+---@field first_name? string
+---@field gender? string
+---@field given_name? string
+---@field groups? any[]
+---@field last_name? string
+---@field locale? string
+---@field metadata? table<string, any>
+---@field name? string
+---@field phone_number? string
+---@field picture? string
+---@field preferred_username? string
+
+---@class scalekit.body.UserService_UpdateUser
+---@field external_id? string
+---@field metadata? table<string, any>
+---@field user_profile? scalekit.body.UserService_UpdateUser.user_profile
+
+---@class scalekit.params.UserService_UpdateUser : scalekit.body.UserService_UpdateUser
+---@field body? scalekit.body.UserService_UpdateUser the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.body.UserService_UpdateUser2.user_profile
+---@field custom_attributes? table<string, any>
+---@field family_name? string
+---@field first_name? string
+---@field gender? string
+---@field given_name? string
+---@field groups? any[]
+---@field last_name? string
+---@field locale? string
+---@field metadata? table<string, any>
+---@field name? string
+---@field phone_number? string
+---@field picture? string
+---@field preferred_username? string
+
+---@class scalekit.body.UserService_UpdateUser2
+---@field external_id? string
+---@field metadata? table<string, any>
+---@field user_profile? scalekit.body.UserService_UpdateUser2.user_profile
+
+---@class scalekit.params.UserService_UpdateUser2 : scalekit.body.UserService_UpdateUser2
+---@field body? scalekit.body.UserService_UpdateUser2 the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
+
+---@class scalekit.params.WebAuthnService_ListCredentials
+---@field user_id? string query parameter
+
+---@class scalekit.body.WebAuthnService_UpdateCredential
+---@field display_name? string
+
+---@class scalekit.params.WebAuthnService_UpdateCredential : scalekit.body.WebAuthnService_UpdateCredential
+---@field body? scalekit.body.WebAuthnService_UpdateCredential the whole body instead of loose fields
+---@field strict? boolean false: send body fields the schema does not know
 
 ---@class scalekit.Client
 ---@field auth_logs scalekit.AuthLogsResource
