@@ -23,8 +23,10 @@ cd "$(dirname "$0")/.."
 SUITES=${SUITES:-"build lua54 luajit lua53 lua51 memcheck sanitize fuzz lint"}
 JOBS=${JOBS:-6}
 OUT=${TEST_OUT:-spec/tmp}
-rm -rf "$OUT/jobs"
-mkdir -p "$OUT/jobs"
+# one directory per run: two runs at once (two shells, two developers) never mix
+mkdir -p "$OUT"
+JOBDIR=$(mktemp -d "$OUT/jobs.XXXXXX")
+rm -rf "$OUT/jobs"; ln -s "$(basename "$JOBDIR")" "$OUT/jobs"  # the latest run
 
 # Spec files, slowest first (measured, by base name); files not listed run after these.
 SLOW_FIRST="gateway nginx openapi_mock batch faults client server badinput readme luarocks auth paginate
@@ -57,10 +59,10 @@ start_job() {
   JOB_NAMES+=("$name")
   (
     t0=$(now)
-    "$@" > "$OUT/jobs/$name.log" 2>&1
+    "$@" > "$JOBDIR/$name.log" 2>&1
     rc=$?
     t1=$(now)
-    printf '%s %s %.1f\n' "$kind" "$rc" "$(awk "BEGIN{print $t1 - $t0}")" > "$OUT/jobs/$name.status"
+    printf '%s %s %.1f\n' "$kind" "$rc" "$(awk "BEGIN{print $t1 - $t0}")" > "$JOBDIR/$name.status"
   ) &
 }
 
@@ -90,7 +92,7 @@ for s in $SUITES; do
     fuzz) start_job fuzz check env FUZZ_SECONDS="${FUZZ_SECONDS:-3}" bash tools/fuzz.sh ;;
     lint) start_job lint check luacheck -q lua spec tools examples bench ;;
     lua54|luajit|lua53|lua51) ;;
-    *) echo "unknown suite $s" >&2; echo "tap 1 0" > "$OUT/jobs/unknown-$s.status"; JOB_NAMES+=("unknown-$s") ;;
+    *) echo "unknown suite $s" >&2; echo "tap 1 0" > "$JOBDIR/unknown-$s.status"; JOB_NAMES+=("unknown-$s") ;;
   esac
 done
 # Spec files interleaved across runtimes, slowest first.
@@ -112,8 +114,8 @@ failed=0
 declare -A SUITE_P SUITE_F SUITE_T
 for name in "${JOB_NAMES[@]}"; do
   suite=${name%%.*}
-  log="$OUT/jobs/$name.log"
-  read -r kind rc secs < "$OUT/jobs/$name.status" || { kind=check; rc=1; secs=0; }
+  log="$JOBDIR/$name.log"
+  read -r kind rc secs < "$JOBDIR/$name.status" || { kind=check; rc=1; secs=0; }
   p=0; f=0
   if [ "$kind" = tap ]; then
     p=$(grep -c '^ok ' "$log" || true)
