@@ -24,13 +24,6 @@ local function class_name(resource)
   return "scalekit." .. resource:gsub("^%l", string.upper):gsub("_(%l)", string.upper) .. "Resource"
 end
 
-local function sorted_names(set)
-  local out = {}
-  for k in pairs(set) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
-
 -- What goes in the trailing table of a method, in words.
 local function rest_doc(spec, op)
   local parts = {}
@@ -38,12 +31,12 @@ local function rest_doc(spec, op)
   for i = 2, #spec do pos[spec[i]] = true end
   local query = {}
   for q in pairs(op.query) do query[q] = true end
-  if next(query) then parts[#parts + 1] = "query: " .. table.concat(sorted_names(query), ", ") end
+  if next(query) then parts[#parts + 1] = "query: " .. table.concat(sorted_keys(query), ", ") end
   local path_rest = {}
   for _, p in ipairs(op.path_params) do if not pos[p] then path_rest[#path_rest + 1] = p end end
   if #path_rest > 0 then parts[#parts + 1] = "path: " .. table.concat(path_rest, ", ") end
   if op.body then
-    local what = op.fields and ("body: " .. table.concat(sorted_names(op.fields), ", ")) or "body fields"
+    local what = op.fields and ("body: " .. table.concat(sorted_keys(op.fields), ", ")) or "body fields"
     parts[#parts + 1] = spec.list_field and (what .. "; or a list of " .. spec.list_field) or what
   end
   return table.concat(parts, "; ")
