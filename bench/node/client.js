@@ -29,6 +29,8 @@ async function main() {
     } while (Number(t - t0) / 1e9 < seconds);
     out.push({ concurrency: conc, calls, seconds: Number(t - t0) / 1e9, rate: calls / (Number(t - t0) / 1e9) });
   };
+  await run(32);     // warm-up (JIT, HTTP/2 session), not reported
+  out.length = 0;
   await run(0);
   for (const c of concArg.split(',').map(Number)) await run(c);
   console.log(JSON.stringify(out));
