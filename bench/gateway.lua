@@ -44,7 +44,8 @@ local ok, err = pcall(function()
   local function loop(case)
     -- warm up (JWKS fetched, cache filled), then measure
     proc.run("curl -s -H " .. quote(auth) .. " " .. quote(app.url .. "/loop?n=100&case=" .. case))
-    local out = proc.run("curl -s -H " .. quote(auth) .. " " .. quote(app.url .. "/loop?n=" .. CALLS .. "&case=" .. case))
+    local out = proc.run("curl -s -H " .. quote(auth) .. " "
+      .. quote(app.url .. "/loop?n=" .. CALLS .. "&case=" .. case))
     local doc = cjson.decode(out)
     return doc.n / doc.seconds
   end
@@ -52,8 +53,8 @@ local ok, err = pcall(function()
   local function http(path)
     proc.run("curl -s -o /dev/null -H " .. quote(auth) .. " " .. quote(app.url .. path))
     local t0 = core.monotonic()
-    local out = proc.run("curl -s --no-progress-meter --parallel --parallel-max 16 -o /dev/null -w '%{http_code}\\n' -H "
-      .. quote(auth) .. " " .. quote(app.url .. path .. "?i=[1-" .. REQUESTS .. "]"))
+    local out = proc.run("curl -s --no-progress-meter --parallel --parallel-max 16 -o /dev/null"
+      .. " -w '%{http_code}\\n' -H " .. quote(auth) .. " " .. quote(app.url .. path .. "?i=[1-" .. REQUESTS .. "]"))
     local wall = core.monotonic() - t0
     local good = select(2, out:gsub("200", ""))
     assert(good == REQUESTS, "only " .. good .. " of " .. REQUESTS .. " requests answered 200")
