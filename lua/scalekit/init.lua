@@ -27,6 +27,7 @@ local _M = {
 }
 
 local type = type
+local tostring = tostring
 local pairs = pairs
 local ipairs = ipairs
 local rawget = rawget
@@ -35,6 +36,15 @@ local getenv = os.getenv
 local function in_openresty()
   local ngx = rawget(_G, "ngx")
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
+end
+
+-- A configuration error, also written to nginx's error log inside OpenResty: the
+-- usual `assert(scalekit.new{…})` raises the error table, which ngx_lua cannot print
+-- ("init_by_lua error: unknown error"), so the message would be lost.
+local function config_error(err)
+  local ngx = in_openresty() and rawget(_G, "ngx")
+  if ngx then ngx.log(ngx.ERR, tostring(err)) end
+  return err
 end
 
 -- The transport, token store, sleep, flight and JWKS cache of plain Lua.
@@ -85,7 +95,7 @@ function _M.new(opts)
   local env, err
   if in_openresty() then
     env, err = require("scalekit.ngx").environment(cfg, jwks.memory_cache)
-    if not env then return nil, err end
+    if not env then return nil, config_error(err) end
   else
     env = plain_environment(cfg)
   end
@@ -127,7 +137,7 @@ end
 ---@return scalekit.Error|nil err
 function _M.from_env(opts)
   local o, err = config.from_env(opts, getenv)
-  if not o then return nil, err end
+  if not o then return nil, config_error(err) end
   return _M.new(o)
 end
 

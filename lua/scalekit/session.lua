@@ -105,8 +105,9 @@ end
 -- `idempotent` overrides the method's retry rule (errors.should_retry); `raw` is
 -- the transport's pass-through table (sk:proxy_request, tool calls). Returns the
 -- transport's res on a 2xx, else nil, err (with err.attempts).
-local function perform(self, method, url, body, ctype, opname, use_token, idempotent, raw)
+local function perform(self, method, url, body, ctype, opname, use_token, idempotent, raw, max_retries)
   local transport, log = self.transport, self.log
+  max_retries = max_retries or self.max_retries
   local attempt, renewed = 0, false
   while true do
     local token, err
@@ -156,7 +157,7 @@ local function perform(self, method, url, body, ctype, opname, use_token, idempo
       wait = should_retry(err, method, idempotent)
     end
     if err then
-      if not wait or attempt >= self.max_retries then
+      if not wait or attempt >= max_retries then
         err.attempts = attempt + 1
         return nil, err
       end
@@ -228,14 +229,15 @@ end
 ---@param ctype string|nil "json" (default) | "form"
 ---@param bearer boolean|nil send the client's token
 ---@param empty boolean|nil the operation's answer has an empty schema
----@param opts table|nil {timeout = seconds} for this call (tool calls)
+---@param opts table|nil {timeout = seconds} for this call (tool calls); {max_retries = n}
+---                       (0: one attempt, for fetches in a request path such as the JWKS)
 ---@return table|nil result
 ---@return scalekit.Error|nil err
 function Session:request(method, path, body, opname, ctype, bearer, empty, opts)
   local raw
   if opts and opts.timeout then raw = { timeout = opts.timeout, content_type = "application/json" } end
   local res, err = perform(self, method, self.base_url .. path, body, raw and "raw" or ctype or "json",
-                           opname, bearer, nil, raw)
+                           opname, bearer, nil, raw, opts and opts.max_retries)
   if not res then return nil, err end
   local text = res.body
   if text == "" then return {} end

@@ -442,6 +442,16 @@ describe("OpenResty", function()
       assert.equal("config", v.err.kind)
       assert.equal("missing_configuration", v.err.error_code)
       assert.truthy(v.err.message:find("lua_shared_dict 'nope'", 1, true))
+      -- and the message is in the error log: assert(scalekit.new{…}) raises the table,
+      -- which ngx_lua could not print
+      local pattern = "%[error%].-scalekit: config error: lua_shared_dict 'nope' not found"
+      allowed[#allowed + 1] = pattern
+      local found = false
+      for _ = 1, 100 do
+        if app:error_log_text():find(pattern) then found = true break end
+        sleep(0.05)
+      end
+      assert.is_true(found, "the configuration error is not in error.log")
     end)
 
     it("the JWKS cache lives in the shared dict", function()

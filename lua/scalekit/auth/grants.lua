@@ -30,6 +30,7 @@ local function with_identity(client, doc, nonce, opname)
   if res.id_token then
     local claims, err = jwt.verify(res.id_token, client._jwks:lookup(), {
       issuer = client.environment_url, audience = client.client_id, nonce = nonce,
+      azp = client.client_id, -- OIDC Core 3.1.3.7: with several audiences, azp names us
     })
     if not claims then
       err.operation = opname
