@@ -28,10 +28,8 @@
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
 local operations = require "scalekit.operations"
-local request = require "scalekit.request"
 local resources = require "scalekit.resources"
-local curl = require "scalekit.transport.curl"
-local config = require "scalekit.config"
+local session_mod = require "scalekit.session"
 
 local _M = {}
 
@@ -44,7 +42,6 @@ local pcall = pcall
 local error = error
 local min = math.min
 local max = math.max
-local random = math.random
 local monotonic = core.monotonic
 local misuse = errors.misuse
 local should_retry = errors.should_retry
@@ -52,80 +49,32 @@ local from_response = errors.from_response
 local from_transport = errors.from_transport
 local parse_retry_after = errors.parse_retry_after
 
-local json = require("cjson.safe").new()
-local json_encode = json.encode
-local json_decode = json.decode
 
 _M.DEFAULT_CONCURRENCY = 8
 _M.MAX_CONCURRENCY = core.MULTI_MAX_CONCURRENCY -- 64
 
 local OPTION_TYPES = { concurrency = "number", on_result = "function", http2 = "boolean", stats = "table" }
 
--- The transport options of each libcurl transport made by scalekit.new (the session
--- does not keep them): recorded when transport/curl.lua builds one, so that the
--- batch's multi handle gets the same timeouts, CA file, User-Agent and body limit.
-local OPTIONS = setmetatable({}, { __mode = "k" })
-do
-  local curl_new = curl.new
-  function curl.new(cfg)
-    local t = curl_new(cfg)
-    OPTIONS[t] = {
-      timeout = cfg.timeout, connect_timeout = cfg.connect_timeout, ca_file = cfg.ca_file,
-      user_agent = cfg.user_agent, max_body_size = cfg.max_body_size,
-    }
-    return t
-  end
-end
-
-local function transport_options(s)
-  local t = s.transport
-  local o = OPTIONS[t] or (type(t) == "table" and rawget(t, "curl") and OPTIONS[t.curl])
-  if o then return o end
-  local d = config.DEFAULTS
-  return { timeout = d.timeout, connect_timeout = d.connect_timeout, max_body_size = d.max_body_size,
-           user_agent = "scalekit-lua/" .. core.version }
-end
-
---- Method, path-and-query and JSON body text of one call, built as sk:call does.
---- Raises on misuse (unknown operation or parameter, a body that is not JSON).
----@param operation_id string
----@param params table?
+--- Method, path-and-query and JSON body text of one call, built as sk:call does
+--- (client.prepare). Raises on misuse.
 ---@return string method
 ---@return string path
 ---@return string|nil body
-function _M.prepare(operation_id, params)
-  local op = operations[operation_id]
-  if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
-  local path, body = request.build(operation_id, op, params)
-  local text
-  if body ~= nil then
-    text = json_encode(body)
-    if not text then misuse("%s: body cannot be encoded as JSON", operation_id) end
-  elseif op.body == "required" then
-    text = "{}"
-  end
+function _M.prepare(client, operation_id, params)
+  -- required here, not at the top: client.lua loads this module among its mixins
+  local op, path, text = require("scalekit.client").prepare(client, operation_id, params)
   return op.method, path, text
 end
 local prepare = _M.prepare
 
 -- The decoded answer of a 2xx, as Session:request decodes it.
 local function decode(res, opname)
-  local text = res.body
-  if text == "" then return {} end
-  local doc = json_decode(text)
-  if type(doc) ~= "table" then
-    return nil, errors.new("decode", "response is not a JSON object", {
-      status = res.status, request_id = res.request_id, operation = opname,
-    })
-  end
-  return doc
+  local op = operations[opname]
+  return session_mod.decode(res, opname, op and op.empty)
 end
 
--- Delay before retry number `attempt` (0-based): the session's exponential backoff
--- with equal jitter.
 local function backoff(s, attempt)
-  local d = min(s.retry_backoff_max, s.retry_backoff * 2 ^ attempt)
-  return d / 2 + random() * d / 2
+  return s:backoff(attempt)
 end
 
 local function closed_error(opname)
@@ -164,7 +113,7 @@ end
 ---------------------------------------------------------------------------
 
 local function run_multi(client, s, n, get_call, conc, sink, http2, stats)
-  local o = transport_options(s)
+  local o = s.http_options
   local m = core.multi{
     timeout = o.timeout, connect_timeout = o.connect_timeout, ca_file = o.ca_file,
     user_agent = o.user_agent, max_body_size = o.max_body_size, concurrency = conc,
@@ -225,7 +174,7 @@ local function run_multi(client, s, n, get_call, conc, sink, http2, stats)
     local i = nxt
     nxt = i + 1
     local op_id, params = get_call(i)
-    local method, path, body = prepare(op_id, params)
+    local method, path, body = prepare(client, op_id, params)
     return { i = i, op = op_id, method = method, url = base .. path, body = body, attempt = 0 }
   end
 
@@ -385,7 +334,7 @@ local function run_threads(client, s, n, get_call, conc, sink, stats)
       if not token then
         put(i, nil, terr)
       else
-        local method, path, body = prepare(op_id, params)
+        local method, path, body = prepare(client, op_id, params)
         local ok, res, err = pcall(view.request, view, method, path, body, op_id, "json", true)
         if not ok then
           if not is_closed(client) then
@@ -460,7 +409,7 @@ local function run(client, n, get_call, opts)
   opts = check_opts(opts)
   for i = 1, n do
     local op_id, params = get_call(i)
-    prepare(op_id, params)
+    prepare(client, op_id, params)
   end
   local sink = new_sink(opts.on_result)
   if n > 0 then

@@ -74,6 +74,28 @@ function _M.new(cfg, session)
   }, Client_mt)
 end
 
+--- The operation, path-and-query and JSON body text of one call, built and checked
+--- (sk:call and sk:batch). Raises on misuse.
+---@param client scalekit.Client
+---@param operation_id string
+---@param params table?
+---@return table op entry of scalekit.operations
+---@return string path
+---@return string|nil body
+function _M.prepare(client, operation_id, params)
+  local op = operations[operation_id]
+  if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
+  local path, body = request.build(operation_id, op, params, rawget(client, "_strict"))
+  local text
+  if body ~= nil then
+    text = json_encode(body)
+    if not text then misuse("%s: body cannot be encoded as JSON", operation_id) end
+  elseif op.body == "required" then
+    text = "{}"
+  end
+  return op, path, text
+end
+
 local function live(self)
   if type(self) ~= "table" or getmetatable(self) ~= Client_mt then
     misuse("a client method was called with '.'; call it as sk:method(...)")
@@ -89,16 +111,7 @@ end
 ---@return scalekit.Error|nil err
 function Client:call(operation_id, params)
   local s = live(self)
-  local op = operations[operation_id]
-  if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
-  local path, body = request.build(operation_id, op, params, self._strict)
-  local text
-  if body ~= nil then
-    text = json_encode(body)
-    if not text then misuse("%s: body cannot be encoded as JSON", operation_id) end
-  elseif op.body == "required" then
-    text = "{}"
-  end
+  local op, path, text = _M.prepare(self, operation_id, params)
   return s:request(op.method, path, text, operation_id, "json", true, op.empty,
                    TOOL_CALLS[operation_id] and s.tool_opts or nil)
 end

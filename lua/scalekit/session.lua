@@ -67,6 +67,12 @@ function _M.new(cfg, env, secrets)
     redact_secret = secrets.redact,
     log = cfg.log,
     tool_opts = { timeout = cfg.tool_timeout },
+    -- what a libcurl handle of this client is made with (sk:batch's multi handle too)
+    http_options = {
+      timeout = cfg.timeout, connect_timeout = cfg.connect_timeout, ca_file = cfg.ca_file,
+      user_agent = cfg.user_agent, max_body_size = cfg.max_body_size, proxy = cfg.proxy,
+      no_proxy = cfg.no_proxy, headers = cfg.extra_headers,
+    },
   }, Session)
 end
 
@@ -76,6 +82,7 @@ local function backoff(self, attempt)
   local d = min(self.retry_backoff_max, self.retry_backoff * 2 ^ attempt)
   return d / 2 + random() * d / 2
 end
+Session.backoff = backoff
 
 -- The client's secret and `token` blanked out of a text the server sent (servers
 -- that echo the request would put them into error messages).
@@ -239,6 +246,16 @@ function Session:request(method, path, body, opname, ctype, bearer, empty, opts)
   local res, err = perform(self, method, self.base_url .. path, body, raw and "raw" or ctype or "json",
                            opname, bearer, nil, raw, opts and opts.max_retries)
   if not res then return nil, err end
+  return _M.decode(res, opname, empty)
+end
+
+--- The decoded answer of a 2xx (see Session:request; sk:batch decodes the same way).
+---@param res table the transport's res
+---@param opname string
+---@param empty boolean|nil the operation's answer has an empty schema
+---@return table|nil result
+---@return scalekit.Error|nil err
+function _M.decode(res, opname, empty)
   local text = res.body
   if text == "" then return {} end
   local doc = json_decode(text)
