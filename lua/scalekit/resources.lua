@@ -271,6 +271,12 @@ local function make_method(resource, name, spec)
   methods[name] = function(self, ...)
     return client_of(self, resource, name):call(op_id, params_of(...))
   end
+  if name == "get" then
+    -- many gets at once: sk.organizations:get_many({ "org_1", "org_2" }, opts) (sk:batch)
+    methods.get_many = function(self, ids, opts)
+      return client_of(self, resource, "get_many"):get_many(resource, ids, opts)
+    end
+  end
   if op.paging and op.items then
     local each, pages, all = _M.iterator_names(name)
     methods[each] = function(self, ...)

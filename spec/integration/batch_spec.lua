@@ -248,6 +248,11 @@ describe("sk:batch (plain Lua, libcurl multi)", function()
     for i, id in ipairs(ids) do assert.equal(id, results[i].organization.id) end
     assert.has_error(function() sk:get_many("nope", ids) end)
     assert.has_error(function() sk:get_many("connections", { "only_one" }) end)
+    -- the same as a resource method
+    local again
+    again, errs = sk.organizations:get_many(ids)
+    assert.is_nil(errs)
+    for i, id in ipairs(ids) do assert.equal(id, again[i].organization.id) end
     sk:close()
   end)
 
