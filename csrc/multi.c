@@ -1,7 +1,8 @@
 /* Many HTTP attempts at once over one libcurl multi handle (userdata
  * scalekit.core.Multi), for sk:batch in plain Lua (lua/scalekit/batch.lua).
  *
- *   local m = core.multi{ timeout =, connect_timeout =, ca_file =, user_agent =,
+ *   local m = core.multi{ timeout =, connect_timeout =, ca_file =, user_agent =, proxy =,
+ *                         no_proxy =, headers =,
  *                         max_body_size =, concurrency = 8, http2 = true }
  *   m:add(id, method, url, body, ctype, bearer)      -- starts one attempt
  *   for _, c in ipairs(m:run(timeout_s)) do … end    -- the attempts that ended
@@ -22,30 +23,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
-#include "sk.h"
+#include "easy.h"
 
 #define MULTI_MT "scalekit.core.Multi"
 
-#define MAX_BODY_DEFAULT (16u * 1024u * 1024u)
-#define MAX_BODY_LIMIT (1024u * 1024u * 1024u)
 #define MAX_CONCURRENCY 64     /* connections per host; sk:batch's own ceiling */
 #define MAX_ACTIVE 1024        /* attempts in flight in one handle */
-
-enum { H_RETRY_AFTER, H_REQUEST_ID, H_COUNT };
-static const struct {
-    const char *name;
-    size_t len;
-} captured[H_COUNT] = {
-    {"retry-after", 11},
-    {"x-request-id", 12},
-};
-#define HVAL_MAX 512
 
 enum { X_IDLE, X_ACTIVE, X_DONE };
 
@@ -57,12 +45,7 @@ typedef struct xfer {
     int forked;                 /* inherited from the parent process: failed */
     struct xfer *next_done;
 
-    char *body;
-    size_t body_len, body_cap, max_body;
-    int body_overflow;
-    char hval[H_COUNT][HVAL_MAX];
-    size_t hlen[H_COUNT];
-    int hset[H_COUNT];
+    sk_response resp;           /* the answer being received (easy.c callbacks) */
 
     struct curl_slist *hdr_auth;  /* this attempt's headers with its bearer token */
     char errbuf[CURL_ERROR_SIZE];
@@ -78,71 +61,11 @@ typedef struct {
     xfer *done_head, *done_tail;
 
     struct curl_slist *hdr_plain, *hdr_form;
-    long connect_timeout_ms, timeout_ms, concurrency;
+    sk_easy_opts opts;          /* timeouts, CA, User-Agent, proxy, extra lines */
+    long concurrency;
     int http2;
-    size_t max_body;
-    char *ca_file, *user_agent;
     long requests, connects, h2;
 } sk_multi;
-
-static int curl_ready = 0;  /* curl_global_init done (this file's own flag) */
-
-/* ---- libcurl callbacks: plain C ---- */
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    xfer *x = (xfer *)ud;
-    size_t n = size * nmemb;
-    if (n > x->max_body - x->body_len) {
-        x->body_overflow = 1;
-        return 0;
-    }
-    if (x->body_len + n > x->body_cap) {
-        size_t cap = x->body_cap ? x->body_cap : 4096;
-        char *p;
-        while (cap < x->body_len + n)
-            cap *= 2;
-        if (cap > x->max_body)
-            cap = x->max_body;
-        p = (char *)realloc(x->body, cap);
-        if (p == NULL)
-            return 0;
-        x->body = p;
-        x->body_cap = cap;
-    }
-    memcpy(x->body + x->body_len, ptr, n);
-    x->body_len += n;
-    return n;
-}
-
-static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
-{
-    xfer *x = (xfer *)ud;
-    size_t n = size * nmemb, i;
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        memset(x->hset, 0, sizeof x->hset);
-        return n;
-    }
-    for (i = 0; i < H_COUNT; i++) {
-        size_t nl = captured[i].len, a, b;
-        if (n <= nl || line[nl] != ':' || strncasecmp(line, captured[i].name, nl) != 0)
-            continue;
-        a = nl + 1;
-        b = n;
-        while (a < b && (line[a] == ' ' || line[a] == '\t'))
-            a++;
-        while (b > a && (line[b - 1] == '\r' || line[b - 1] == '\n' ||
-                         line[b - 1] == ' ' || line[b - 1] == '\t'))
-            b--;
-        if (b - a > HVAL_MAX)
-            b = a + HVAL_MAX;
-        memcpy(x->hval[i], line + a, b - a);
-        x->hlen[i] = b - a;
-        x->hset[i] = 1;
-        break;
-    }
-    return n;
-}
 
 /* ---- helpers ---- */
 
@@ -155,85 +78,22 @@ static void free_auth(xfer *x)
     x->hdr_auth = NULL;
 }
 
-static struct curl_slist *base_headers(const char *content_type, const char *extra)
-{
-    struct curl_slist *l = NULL, *t;
-    const char *lines[4];
-    int i;
-    lines[0] = "Accept: application/json";
-    lines[1] = "Expect:";
-    lines[2] = content_type;
-    lines[3] = extra;
-    for (i = 0; i < 4 && lines[i] != NULL; i++) {
-        if ((t = curl_slist_append(l, lines[i])) == NULL) {
-            curl_slist_free_all(l);
-            return NULL;
-        }
-        l = t;
-    }
-    return l;
-}
-
-static const char *error_kind(CURLcode rc)
-{
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return "timeout";
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_SHUTDOWN_FAILED:
-    case CURLE_USE_SSL_FAILED:
-        return "tls";
-    default:
-        return "network";
-    }
-}
-
 /* Options that live for the whole easy handle. Returns NULL or a message. */
 static const char *configure(sk_multi *m, xfer *x)
 {
     CURL *c = x->easy;
+    const char *err = sk_easy_configure(c, &m->opts, &x->resp, x->errbuf);
     CURLcode rc = CURLE_OK;
+    if (err != NULL)
+        return err;
 #define SET(opt, val) if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val)
-    SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_PRIVATE, (void *)x);
-    SET(CURLOPT_ERRORBUFFER, x->errbuf);
-    SET(CURLOPT_WRITEFUNCTION, on_body);
-    SET(CURLOPT_WRITEDATA, (void *)x);
-    SET(CURLOPT_HEADERFUNCTION, on_header);
-    SET(CURLOPT_HEADERDATA, (void *)x);
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_TCP_KEEPALIVE, 1L);
-    SET(CURLOPT_TCP_NODELAY, 1L);
-    SET(CURLOPT_SSL_VERIFYPEER, 1L);
-    SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_ACCEPT_ENCODING, "");
-    SET(CURLOPT_CONNECTTIMEOUT_MS, m->connect_timeout_ms);
-    SET(CURLOPT_TIMEOUT_MS, m->timeout_ms);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    SET(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
     if (m->http2) {
         SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
         SET(CURLOPT_PIPEWAIT, 1L);
     } else {
         SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     }
-    if (m->ca_file != NULL)
-        SET(CURLOPT_CAINFO, m->ca_file);
-    if (m->user_agent != NULL)
-        SET(CURLOPT_USERAGENT, m->user_agent);
 #undef SET
     return rc == CURLE_OK ? NULL : curl_easy_strerror(rc);
 }
@@ -296,7 +156,7 @@ static void xfer_free(sk_multi *m, xfer *x)
     }
     x->easy = NULL;
     free_auth(x);
-    free(x->body);
+    sk_response_trim(&x->resp, 1);
     free(x);
 }
 
@@ -315,32 +175,10 @@ static void multi_release(sk_multi *m)
     curl_slist_free_all(m->hdr_plain);
     curl_slist_free_all(m->hdr_form);
     m->hdr_plain = m->hdr_form = NULL;
-    free(m->ca_file);
-    free(m->user_agent);
-    m->ca_file = m->user_agent = NULL;
+    sk_easy_opts_free(&m->opts);
 }
 
 /* ---- options ---- */
-
-static char *dup_opt_string(lua_State *L, int idx, const char *field)
-{
-    char *s = NULL;
-    lua_getfield(L, idx, field);
-    if (!lua_isnil(L, -1)) {
-        size_t len;
-        const char *v;
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "scalekit.core.multi: option %s must be a string", field);
-        v = lua_tolstring(L, -1, &len);
-        if (len != strlen(v) || strpbrk(v, "\r\n") != NULL)
-            luaL_error(L, "scalekit.core.multi: option %s has NUL or line breaks", field);
-        s = strdup(v);
-        if (s == NULL)
-            luaL_error(L, "scalekit: out of memory");
-    }
-    lua_pop(L, 1);
-    return s;
-}
 
 static double opt_number(lua_State *L, int idx, const char *field, double dflt, double lo, double hi)
 {
@@ -357,12 +195,6 @@ static double opt_number(lua_State *L, int idx, const char *field, double dflt, 
     return v;
 }
 
-static long to_ms(double s)
-{
-    long ms = (long)(s * 1000.0 + 0.5);
-    return ms > 0 ? ms : 1;
-}
-
 /* core.multi{timeout=, connect_timeout=, ca_file=, user_agent=, max_body_size=,
  *            concurrency=, http2=} */
 static int multi_new(lua_State *L)
@@ -375,23 +207,16 @@ static int multi_new(lua_State *L)
     memset(m, 0, sizeof *m);
     luaL_setmetatable(L, MULTI_MT);  /* __gc is safe from here */
 
-    if (!curl_ready) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return luaL_error(L, "scalekit: curl_global_init failed");
-        curl_ready = 1;
-    }
-    m->connect_timeout_ms = to_ms(opt_number(L, 1, "connect_timeout", 3, 0.001, 86400));
-    m->timeout_ms = to_ms(opt_number(L, 1, "timeout", 10, 0.001, 86400));
-    m->max_body = (size_t)opt_number(L, 1, "max_body_size", MAX_BODY_DEFAULT, 1024, MAX_BODY_LIMIT);
+    if (sk_curl_global_init() != 0)
+        return luaL_error(L, "scalekit: curl_global_init failed");
+    sk_easy_opts_read(L, 1, "scalekit.core.multi", &m->opts);
     m->concurrency = (long)opt_number(L, 1, "concurrency", 8, 1, MAX_CONCURRENCY);
     lua_getfield(L, 1, "http2");
     m->http2 = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
-    m->ca_file = dup_opt_string(L, 1, "ca_file");
-    m->user_agent = dup_opt_string(L, 1, "user_agent");
 
-    m->hdr_plain = base_headers("Content-Type: application/json", NULL);
-    m->hdr_form = base_headers("Content-Type: application/x-www-form-urlencoded", NULL);
+    m->hdr_plain = sk_base_headers(&m->opts, "Content-Type: application/json", NULL);
+    m->hdr_form = sk_base_headers(&m->opts, "Content-Type: application/x-www-form-urlencoded", NULL);
     if (m->hdr_plain == NULL || m->hdr_form == NULL)
         return luaL_error(L, "scalekit: out of memory");
     if ((err = ensure_multi(m)) != NULL)
@@ -497,7 +322,7 @@ static int multi_add(lua_State *L)
             return luaL_error(L, "scalekit: out of memory");
         memcpy(line, "Authorization: Bearer ", 22);
         memcpy(line + 22, tok, tlen + 1);
-        x->hdr_auth = base_headers("Content-Type: application/json", line);
+        x->hdr_auth = sk_base_headers(&m->opts, "Content-Type: application/json", line);
         OPENSSL_cleanse(line, tlen + 22);
         free(line);
         if (x->hdr_auth == NULL)
@@ -521,11 +346,9 @@ static int multi_add(lua_State *L)
     x->id = id;
     x->rc = CURLE_OK;
     x->forked = 0;
-    x->max_body = m->max_body;
-    x->body_len = 0;
-    x->body_overflow = 0;
+    x->resp.max_body = m->opts.max_body;
+    sk_response_reset(&x->resp, SK_H_COUNT_API);
     x->errbuf[0] = '\0';
-    memset(x->hset, 0, sizeof x->hset);
     if (curl_multi_add_handle(m->multi, c) != CURLM_OK) {
         free_auth(x);
         return luaL_error(L, "scalekit: curl_multi_add_handle failed");
@@ -596,15 +419,15 @@ static void push_completion(lua_State *L, xfer *x)
             else if (curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre) == CURLE_OK &&
                      pre == 0)
                 sent = 0;
-            if (x->body_overflow) {
+            if (x->resp.body_overflow) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "response body larger than max_body_size (%lu bytes)",
-                         (unsigned long)x->max_body);
+                         (unsigned long)x->resp.max_body);
                 set_field_str(L, "kind", "network");
                 set_field_str(L, "message", msg);
                 set_field_bool(L, "permanent", 1);
             } else {
-                set_field_str(L, "kind", error_kind(x->rc));
+                set_field_str(L, "kind", sk_error_kind(x->rc));
                 set_field_str(L, "message",
                               x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(x->rc));
                 set_field_bool(L, "permanent", 0);
@@ -616,15 +439,15 @@ static void push_completion(lua_State *L, xfer *x)
     {
         long status = 0;
         int i;
-        static const char *names[H_COUNT] = {"retry_after", "request_id"};
+        static const char *names[SK_H_COUNT_API] = {"retry_after", "request_id"};
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
         lua_pushinteger(L, (lua_Integer)status);
         lua_setfield(L, -2, "status");
-        lua_pushlstring(L, x->body_len ? x->body : "", x->body_len);
+        lua_pushlstring(L, x->resp.body_len ? x->resp.body : "", x->resp.body_len);
         lua_setfield(L, -2, "body");
-        for (i = 0; i < H_COUNT; i++) {
-            if (x->hset[i]) {
-                lua_pushlstring(L, x->hval[i], x->hlen[i]);
+        for (i = 0; i < SK_H_COUNT_API; i++) {
+            if (x->resp.hset[i]) {
+                lua_pushlstring(L, x->resp.hval[i], x->resp.hlen[i]);
                 lua_setfield(L, -2, names[i]);
             }
         }
@@ -646,12 +469,8 @@ static int push_done_list(lua_State *L, sk_multi *m)
         x->state = X_IDLE;
         x->next_done = NULL;
         m->active--;
-        if (x->body_cap > 1024 * 1024) {  /* no big buffer pinned after one large answer */
-            free(x->body);
-            x->body = NULL;
-            x->body_cap = 0;
-        }
-        x->body_len = 0;
+        sk_response_trim(&x->resp, 0);
+        x->resp.body_len = 0;
     }
     return 1;
 }

@@ -61,6 +61,7 @@ build = {
         "csrc/aead.c",
         "csrc/core.c",
         "csrc/crypto.c",
+        "csrc/easy.c",
         "csrc/http.c",
         "csrc/multi.c",
         "csrc/token.c",
