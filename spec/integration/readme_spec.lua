@@ -18,7 +18,9 @@
 -- This process never loads scalekit (no curl_global_init here): webhooks are signed
 -- with the openssl CLI and tokens by the fake's key (Server:sign_jwt).
 local cjson = require "cjson"
+local nginx = require "spec.support.nginx"
 local proc = require "spec.support.proc"
+local creds = require "spec.support.client"
 local server = require "spec.support.fake"
 local util = require "spec.support.crypto_util"
 
@@ -27,7 +29,7 @@ local quote, run, sh = proc.quote, proc.run, proc.sh
 local read_file, write_file = proc.read_file, proc.write_file
 
 local CWD = proc.CWD
-local CLIENT_ID, CLIENT_SECRET = "skc_test", "test_secret_value" -- the fake's defaults
+local CLIENT_ID, CLIENT_SECRET = creds.CLIENT_ID, creds.CLIENT_SECRET -- the fake's defaults
 local WEBHOOK_KEY = "readme-spec webhook signing key"
 local EXPECTED_SNIPPETS = 3
 local WEBHOOK_KEY_B64 = util.run("printf %s " .. quote(WEBHOOK_KEY) .. " | openssl base64 -A"):gsub("%s+", "")
@@ -133,56 +135,27 @@ end
 -- Starts nginx with the snippet `conf`, the SCALEKIT_* variables pointing at `srv`.
 local function start(conf, srv)
   assert(conf, "snippet not found in README.md")
-  local prefix = assert(proc.mktemp_dir("readme"), "mktemp failed")
-  local self = setmetatable({ prefix = prefix, error_log = prefix .. "/error.log" }, App)
-  local ok, err = pcall(function()
-    install(prefix)
-    local env = table.concat({
+  local n = nginx.start({
+    kind = "readme", who = "readme_spec", install = install, ports = { "port", "backend" },
+    env = table.concat({
       "SCALEKIT_ENVIRONMENT_URL=" .. quote(srv.url),
       "SCALEKIT_CLIENT_ID=" .. quote(CLIENT_ID),
       "SCALEKIT_CLIENT_SECRET=" .. quote(CLIENT_SECRET),
       "SCALEKIT_WEBHOOK_SECRET=" .. quote(WEBHOOK_SECRET),
-    }, " ")
-    local nginx, last = proc.find_nginx(), ""
-    for _ = 1, 20 do
-      local port, bport = proc.random_port(), proc.random_port()
-      if port ~= bport then
-        write_file(prefix .. "/nginx.conf", rewrite(conf, prefix, port, bport), "644")
-        write_file(self.error_log, "")
-        local out, rc = run(env .. " " .. quote(nginx) .. " -p " .. quote(prefix) .. " -c "
-          .. quote(prefix .. "/nginx.conf") .. " -e " .. quote(self.error_log) .. " 2>&1")
-        if rc == 0 then
-          self.pid = tonumber((read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
-          assert(self.pid, "nginx wrote no pid:\n" .. out .. (read_file(self.error_log) or ""))
-          self.watchdog_pid = proc.watchdog(proc.own_pid(), self.pid, prefix, "QUIT")
-          self.url = "http://127.0.0.1:" .. port
-          return
-        end
-        last = out .. (read_file(self.error_log) or "")
-        if not last:find("Address already in use", 1, true) then break end
-      end
-    end
-    error("nginx refused the README snippet:\n" .. last .. "\n--- nginx.conf:\n"
-      .. (read_file(prefix .. "/nginx.conf") or ""), 0)
-  end)
-  if not ok then
-    proc.remove_dir(prefix)
-    error(err, 2)
-  end
-  return self
+    }, " "),
+    conf = function(prefix, ports)
+      return rewrite(conf, prefix, ports.port, ports.backend)
+    end,
+  }, 2)
+  return setmetatable({ nginx = n, prefix = n.prefix, url = "http://127.0.0.1:" .. n.port }, App)
 end
 
 function App:stop()
-  if self.stopped then return end
-  self.stopped = true
-  if self.watchdog_pid then sh("kill " .. self.watchdog_pid) end
-  proc.kill_tree(self.pid, "QUIT", 3)
-  self.final_log = read_file(self.error_log) or ""
-  proc.remove_dir(self.prefix)
+  self.nginx:stop()
 end
 
 function App:log()
-  return self.final_log or read_file(self.error_log) or ""
+  return self.nginx:log()
 end
 
 -- curl `url` (a path of this app, or absolute); opts: headers (list), data (POST body).

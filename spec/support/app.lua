@@ -11,11 +11,12 @@
 -- the prefix, world-readable: the workers run as `nobody` and the checkout need not
 -- be readable by them.
 local cjson = require "cjson"
+local nginx = require "spec.support.nginx"
 local proc = require "spec.support.proc"
 
 local json = cjson.new()
 local run, quote, sh = proc.run, proc.quote, proc.sh
-local read_file, write_file = proc.read_file, proc.write_file
+local read_file = proc.read_file
 
 local _M = {}
 
@@ -23,37 +24,6 @@ local App = {}
 App.__index = App
 
 local CWD = proc.CWD
-
-local CONF = [[
-daemon on;
-master_process on;
-worker_processes ${WORKERS};
-pid ${PREFIX}/nginx.pid;
-error_log ${PREFIX}/error.log info;
-${MODULES}
-events { worker_connections 1024; }
-http {
-    access_log off;
-    server_tokens off;
-    client_body_temp_path ${PREFIX}/tmp_body;
-    proxy_temp_path ${PREFIX}/tmp_proxy;
-    fastcgi_temp_path ${PREFIX}/tmp_fastcgi;
-    uwsgi_temp_path ${PREFIX}/tmp_uwsgi;
-    scgi_temp_path ${PREFIX}/tmp_scgi;
-    lua_package_path "${PREFIX}/lua/?.lua;${PREFIX}/lua/?/init.lua;${PREFIX}/app/?.lua;;";
-    lua_package_cpath "${PREFIX}/lib/?.so;;";
-${HTTP}
-    server {
-        listen 127.0.0.1:${PORT}${LISTEN};
-        location = /_ping { return 200 "${INSTANCE}"; }
-${SERVER}
-    }
-}
-]]
-
-local function render(vars)
-  return proc.render(CONF, vars, "launcher:")
-end
 
 -- copies the module and the app files into prefix, readable by the workers
 local function install(prefix)
@@ -77,46 +47,31 @@ end
 --- Start an app nginx. opts: workers, http (http-block text, may use ${PREFIX} and
 --- ${PORT}), server (server-block text), reuseport (spread connections over workers).
 function _M.start(opts)
-  local prefix = assert(proc.mktemp_dir("app"), "mktemp failed")
-  assert(sh("chmod 755 " .. quote(prefix)))
-  install(prefix)
-  local self = setmetatable({ prefix = prefix, error_log = prefix .. "/error.log",
-                              instance = "app-" .. prefix:match("[^.]+$") }, App)
-  local modules = proc.load_modules()
-  local nginx = proc.find_nginx()
-  local last = ""
-  for _ = 1, 20 do
-    local port = proc.random_port()
-    local vars = { PREFIX = prefix, PORT = tostring(port) }
-    local function fill(text) return ((text or ""):gsub("%${([%w_]+)}", vars)) end
-    write_file(prefix .. "/nginx.conf", render({
-      WORKERS = tostring(opts.workers or 1), PREFIX = prefix, PORT = tostring(port),
-      MODULES = modules, HTTP = fill(opts.http), SERVER = fill(opts.server),
-      LISTEN = opts.reuseport and " reuseport" or "", INSTANCE = self.instance,
-    }))
-    local rc, log = proc.start_nginx(nginx, prefix, self.error_log)
-    if rc == 0 then
-      self.port, self.url = port, "http://127.0.0.1:" .. port
-      for _ = 1, 200 do
-        local body, prc = run(curl(self.url .. "/_ping", "--max-time 1") .. " 2>/dev/null")
-        if prc == 0 and body == self.instance then break end
-        proc.sleep(0.05)
-      end
-      self.pid = tonumber((read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
-      assert(self.pid, "app nginx did not start:\n" .. (read_file(self.error_log) or ""))
-      self:watchdog()
-      return self
-    end
-    last = log
-    if not last:find("Address already in use", 1, true) then break end
-  end
-  proc.remove_dir(prefix)
-  error("app nginx failed to start:\n" .. last, 2)
-end
-
--- stops nginx and removes the prefix if the test process dies without stop()
-function App:watchdog()
-  self.watchdog_pid = proc.watchdog(proc.own_pid(), self.pid, self.prefix, "QUIT")
+  local self = setmetatable({}, App)
+  self.nginx = nginx.start({
+    kind = "app", who = "app", install = install,
+    conf = function(prefix, ports)
+      self.instance = "app-" .. prefix:match("[^.]+$")
+      local vars = { PREFIX = prefix, PORT = tostring(ports.port) }
+      local function fill(text) return ((text or ""):gsub("%${([%w_]+)}", vars)) end
+      return nginx.conf{ prefix = prefix, workers = opts.workers, log_level = "info", http = {
+        '    lua_package_path "' .. prefix .. "/lua/?.lua;" .. prefix .. "/lua/?/init.lua;"
+          .. prefix .. '/app/?.lua;;";',
+        '    lua_package_cpath "' .. prefix .. '/lib/?.so;;";',
+        fill(opts.http),
+      }, servers = nginx.server{ port = ports.port, listen = opts.reuseport and " reuseport",
+        body = { '        location = /_ping { return 200 "' .. self.instance .. '"; }', fill(opts.server) } } }
+    end,
+    ready = function(n)
+      local body, rc = run(curl("http://127.0.0.1:" .. n.port .. "/_ping", "--max-time 1") .. " 2>/dev/null")
+      return rc == 0 and body == self.instance
+    end,
+    ready_timeout = 10,
+  }, 2)
+  local n = self.nginx
+  self.prefix, self.error_log, self.pid, self.port = n.prefix, n.error_log, n.pid, n.port
+  self.url = "http://127.0.0.1:" .. n.port
+  return self
 end
 
 --- GET path; returns the decoded JSON answer (or the raw text) and the status.
@@ -151,16 +106,11 @@ function App:parallel(path, n)
 end
 
 function App:error_log_text()
-  return self.final_log or read_file(self.error_log) or ""
+  return self.nginx:log()
 end
 
 function App:stop()
-  if self.stopped then return end
-  self.stopped = true
-  if self.watchdog_pid then sh("kill " .. self.watchdog_pid) end
-  proc.kill_tree(self.pid, "QUIT", 3)
-  self.final_log = read_file(self.error_log) or ""
-  proc.remove_dir(self.prefix)
+  self.nginx:stop()
 end
 
 _M.CWD = CWD

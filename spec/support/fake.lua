@@ -11,21 +11,22 @@
 -- project's own HTTP code, which is what is being tested). Works on Lua 5.1 /
 -- LuaJIT and 5.4. See spec/support/fake/*.lua for the server side.
 local cjson = require("cjson")
+local certs = require("spec.support.certs")
+local creds = require("spec.support.client")
+local nginx = require("spec.support.nginx")
 local proc = require("spec.support.proc")
 
 local json = cjson.new()
-local quote, run, sh, sleep = proc.quote, proc.run, proc.sh, proc.sleep
+local quote, run, sh = proc.quote, proc.run, proc.sh
 local read_file, write_file = proc.read_file, proc.write_file
-local own_pid = proc.own_pid
 
 local _M = {}
 
 local Server = {}
 Server.__index = Server
 
-local START_ATTEMPTS = 20
-local READY_TIMEOUT = 5
-local STOP_TIMEOUT = 3
+-- size of the skfake_data shared dict (the records of every kind)
+_M.DATA_SIZE = "192m"
 
 local OPTION_TYPES = {
   workers = "number",
@@ -40,6 +41,7 @@ local OPTION_TYPES = {
   oidc = "boolean",
   port = "number",
   port_fallback = "boolean",
+  data_size = "string",
 }
 
 
@@ -76,60 +78,6 @@ end
 -- ports, certificates
 ---------------------------------------------------------------------------
 
-
-local OPENSSL_CA_CONF = [[
-[ req ]
-distinguished_name = dn
-prompt = no
-x509_extensions = v3_ca
-[ dn ]
-CN = scalekit-lua fake Scalekit test CA
-[ v3_ca ]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-]]
-
-local OPENSSL_SERVER_EXT = [[
-basicConstraints = CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-]]
-
--- Throwaway CA (RSA 2048, 1 day) + a server certificate for localhost and
--- 127.0.0.1 signed by it, written into `dir`. The one place certificates are
--- made (expired / self-signed / wrong-host variants can grow here).
-local function make_certs(dir)
-  local ca_conf, ext = dir .. "/ca.cnf", dir .. "/server.ext"
-  write_file(ca_conf, OPENSSL_CA_CONF)
-  write_file(ext, OPENSSL_SERVER_EXT)
-  local q = function(name) return quote(dir .. "/" .. name) end
-  local cmds = {
-    "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -sha256 -config " .. quote(ca_conf)
-      .. " -keyout " .. q("ca.key") .. " -out " .. q("ca.pem"),
-    "openssl req -new -newkey rsa:2048 -nodes -sha256 -subj /CN=localhost"
-      .. " -keyout " .. q("server.key") .. " -out " .. q("server.csr"),
-    "openssl x509 -req -days 1 -sha256 -in " .. q("server.csr") .. " -CA " .. q("ca.pem")
-      .. " -CAkey " .. q("ca.key") .. " -CAcreateserial -extfile " .. quote(ext)
-      .. " -out " .. q("server.pem"),
-  }
-  for _, cmd in ipairs(cmds) do
-    local out, rc = run(cmd .. " 2>&1")
-    if rc ~= 0 then
-      error("fake scalekit: openssl failed: " .. cmd .. "\n" .. out, 0)
-    end
-  end
-  sh("chmod 644 " .. q("ca.pem") .. " " .. q("server.pem"))
-  sh("chmod 600 " .. q("ca.key") .. " " .. q("server.key"))
-  return {
-    ca_file = dir .. "/ca.pem",
-    cert_file = dir .. "/server.pem",
-    key_file = dir .. "/server.key",
-  }
-end
 
 -- base64url of a file's bytes, by the openssl CLI (not the library under test).
 local function b64url_file(path)
@@ -169,26 +117,8 @@ local function make_oidc_keys(dir)
 end
 
 ---------------------------------------------------------------------------
--- registry: stop every server when the Lua state closes or is collected
----------------------------------------------------------------------------
-
-local live = {}
-
-local function stop_all()
-  for srv in pairs(live) do
-    pcall(srv.stop, srv)
-  end
-end
-
-_M._sentinel = proc.on_close(stop_all)
-
----------------------------------------------------------------------------
 -- nginx.conf
 ---------------------------------------------------------------------------
-
-local function render(tpl, vars)
-  return proc.render(tpl, vars, "fake scalekit: nginx.conf.tpl uses")
-end
 
 -- "a/?.lua;/b/?.lua" -> "<cwd>/a/?.lua;/b/?.lua;": the nginx workers do not
 -- run in our working directory, so relative entries are made absolute.
@@ -209,33 +139,75 @@ local function path_prefix(entries)
   return table.concat(out, ";") .. ";"
 end
 
-local function nginx_conf(self, port)
-  local tpl = assert(read_file(SERVER_DIR .. "/nginx.conf.tpl"), "cannot read nginx.conf.tpl")
-  local tls_conf = ""
-  if self.tls then
-    tls_conf = table.concat({
-      "        ssl_certificate " .. self.cert_file .. ";",
-      "        ssl_certificate_key " .. self.key_file .. ";",
-      "        ssl_protocols TLSv1.2 TLSv1.3;",
-      "        ssl_session_cache shared:skfake_ssl:1m;",
-    }, "\n")
-  end
+local HTTP = [[
+    lua_package_path "${LUA_PACKAGE_PATH}${PREFIX}/lua/?.lua;;";
+    lua_package_cpath "${LUA_PACKAGE_CPATH};;";
+
+    # records of every kind (fake_store.lua)
+    lua_shared_dict skfake_data ${DATA_SIZE};
+    # counters, faults, request log, id prefix
+    lua_shared_dict skfake_state 32m;
+    # issued access tokens
+    lua_shared_dict skfake_tokens 8m;
+    # connection serial numbers seen since the last reset
+    lua_shared_dict skfake_conns 8m;
+    # token_ttl, client_id, client_secret, instance (survives reset)
+    lua_shared_dict skfake_config 1m;
+
+    keepalive_requests 100000;
+    keepalive_timeout 60s;
+    client_max_body_size 16m;
+    client_body_buffer_size 1m;
+    default_type application/json;
+    lua_socket_log_errors off;
+
+    init_by_lua_block {
+        require("fake_scalekit").init("${PREFIX}/config.json")
+    }
+    init_worker_by_lua_block {
+        require("fake_scalekit").init_worker()
+    }
+]]
+
+local ROUTES = {
+  { "/_admin/", "fake_admin", "handle" },
+  { "= /oauth/token", "fake_scalekit", "token" },
+  { "= /keys", "fake_oidc", "keys" },
+  { "= /oauth/authorize", "fake_oidc", "authorize" },
+  { "= /oidc/logout", "fake_oidc", "logout" },
+  { "/api/", "fake_scalekit", "api" },
+  { "/", "fake_scalekit", "not_found" },
+}
+
+local function nginx_conf(self, prefix, port)
   local cpath = path_prefix(self.opts.lua_package_cpath)
   if cpath:sub(-1) == ";" then
     cpath = cpath:sub(1, -2)
   end
-  return render(tpl, {
-    PREFIX = self.prefix,
-    PORT = port,
-    WORKERS = self.opts.workers or 1,
-    LOAD_MODULES = proc.load_modules(),
-    LUA_PACKAGE_PATH = path_prefix(self.opts.lua_package_path),
-    LUA_PACKAGE_CPATH = cpath,
-    LISTEN_SSL = self.tls and " ssl" or "",
-    TLS_CONF = tls_conf,
-    EXTRA_HTTP = self.opts.extra_http or "",
-    EXTRA_SERVER = self.opts.extra_server or "",
-  })
+  local body = {}
+  if self.tls then
+    body[1] = "        ssl_session_cache shared:skfake_ssl:1m;"
+  end
+  for _, r in ipairs(ROUTES) do
+    body[#body + 1] = "        location " .. r[1] .. " { content_by_lua_block { require(\"" .. r[2]
+      .. "\")." .. r[3] .. "() } }"
+  end
+  body[#body + 1] = self.opts.extra_server or ""
+  return nginx.conf{
+    prefix = prefix,
+    workers = self.opts.workers,
+    http = {
+      proc.render(HTTP, {
+        PREFIX = prefix,
+        LUA_PACKAGE_PATH = path_prefix(self.opts.lua_package_path),
+        LUA_PACKAGE_CPATH = cpath,
+        DATA_SIZE = self.opts.data_size or _M.DATA_SIZE,
+      }, "fake scalekit: nginx.conf uses"),
+      self.opts.extra_http or "",
+    },
+    servers = nginx.server{ port = port, body = body,
+      tls = self.tls and { cert = self.cert_file, key = self.key_file } },
+  }
 end
 
 ---------------------------------------------------------------------------
@@ -269,146 +241,90 @@ local function ping(self)
   return ok and type(v) == "table" and v.instance == self.instance
 end
 
-local function cleanup_prefix(prefix)
-  if prefix and prefix:match("^/tmp/scalekit%-fake%.[%w]+$") then
-    proc.remove_dir(prefix)
+-- The server object, options checked, not started yet.
+local function new(opts)
+  opts = opts or {}
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if not want then
+      error("fake scalekit: unknown option '" .. tostring(k) .. "'", 3)
+    end
+    if type(v) ~= want then
+      error("fake scalekit: option '" .. k .. "' must be a " .. want, 3)
+    end
+  end
+  return setmetatable({
+    opts = opts,
+    tls = opts.tls and true or false,
+    client_id = opts.client_id or creds.CLIENT_ID,
+    client_secret = opts.client_secret or creds.CLIENT_SECRET,
+    token_ttl = opts.token_ttl or 3600,
+  }, Server)
+end
+
+-- Files of the prefix: the server's Lua, config.json, OIDC keys, certificates.
+local function install(self, prefix)
+  assert(sh("mkdir -p " .. quote(prefix .. "/lua") .. " " .. quote(prefix .. "/logs")))
+  assert(sh("cp " .. quote(SERVER_DIR) .. "/*.lua " .. quote(prefix .. "/lua/")),
+    "cannot copy " .. SERVER_DIR .. "/*.lua")
+  assert(sh("chmod 755 " .. quote(prefix .. "/lua") .. " && chmod 644 " .. quote(prefix .. "/lua") .. "/*.lua"))
+  self.instance = "fake-" .. prefix:match("[^.]+$") .. "-" .. tostring(os.time())
+  local config = {
+    token_ttl = self.token_ttl,
+    client_id = self.client_id,
+    client_secret = self.client_secret,
+    instance = self.instance,
+  }
+  if self.opts.oidc then
+    local keys = make_oidc_keys(prefix)
+    for k, v in pairs(keys) do config[k] = v end
+    self.oidc_key, self.oidc_kid = keys.oidc_key, keys.oidc_kid
+  end
+  write_file(prefix .. "/config.json", json.encode(config), "644")
+  if self.tls then
+    local c = certs.make(prefix)
+    self.ca_file, self.cert_file, self.key_file = c.ca_file, c.good, c.key_file
   end
 end
 
--- SIGQUIT (graceful), wait up to STOP_TIMEOUT, then SIGKILL the master and
--- the workers it had.
-local function kill_nginx(pid)
-  proc.kill_tree(pid, "QUIT", STOP_TIMEOUT)
-end
-
--- Background shell that stops nginx and removes the prefix if this Lua
--- process dies without calling stop (crash, SIGKILL, os.exit without close).
-local function start_watchdog(self)
-  self.watchdog_pid = proc.watchdog(self.owner_pid, self.pid, self.prefix, "QUIT")
+local function start(self, level)
+  local opts = self.opts
+  self.nginx = nginx.start({
+    kind = "fake", who = "fake scalekit", port = opts.port, port_fallback = opts.port_fallback,
+    install = function(prefix) install(self, prefix) end,
+    conf = function(prefix, ports) return nginx_conf(self, prefix, ports.port) end,
+    ready = function(n)
+      self.port, self.url = n.port, base_url(self, n.port)
+      return ping(self)
+    end,
+  }, level + 1)
+  local n = self.nginx
+  self.prefix, self.error_log, self.pid, self.attempts = n.prefix, n.error_log, n.pid, n.attempts
+  self.watchdog_pid = n.watchdog_pid
+  return self
 end
 
 ---@param opts table|nil see the module header
 ---@return table server
 function _M.start(opts)
-  opts = opts or {}
-  for k, v in pairs(opts) do
-    local want = OPTION_TYPES[k]
-    if not want then
-      error("fake scalekit: unknown option '" .. tostring(k) .. "'", 2)
-    end
-    if type(v) ~= want then
-      error("fake scalekit: option '" .. k .. "' must be a " .. want, 2)
-    end
-  end
+  return start(new(opts), 2)
+end
 
-  local self = setmetatable({
-    opts = opts,
-    tls = opts.tls and true or false,
-    client_id = opts.client_id or "skc_test",
-    client_secret = opts.client_secret or "test_secret_value",
-    token_ttl = opts.token_ttl or 3600,
-    owner_pid = own_pid(),
-  }, Server)
-
-  local prefix, out = proc.mktemp_dir("fake")
-  if not prefix then
-    error("fake scalekit: mktemp failed: " .. out, 2)
-  end
-  self.prefix = prefix
-  self.error_log = prefix .. "/error.log"
-
-  local ok, err = pcall(function()
-    assert(sh("chmod 755 " .. quote(prefix)))
-    assert(sh("mkdir -p " .. quote(prefix .. "/lua") .. " " .. quote(prefix .. "/logs")))
-    assert(sh("cp " .. quote(SERVER_DIR) .. "/*.lua " .. quote(prefix .. "/lua/")),
-      "cannot copy " .. SERVER_DIR .. "/*.lua")
-    assert(sh("chmod 755 " .. quote(prefix .. "/lua") .. " && chmod 644 " .. quote(prefix .. "/lua") .. "/*.lua"))
-
-    self.instance = "fake-" .. prefix:match("[^.]+$") .. "-" .. tostring(os.time())
-    local config = {
-      token_ttl = self.token_ttl,
-      client_id = self.client_id,
-      client_secret = self.client_secret,
-      instance = self.instance,
-    }
-    if opts.oidc then
-      local keys = make_oidc_keys(prefix)
-      for k, v in pairs(keys) do config[k] = v end
-      self.oidc_key, self.oidc_kid = keys.oidc_key, keys.oidc_kid
-    end
-    write_file(prefix .. "/config.json", json.encode(config), "644")
-
-    if self.tls then
-      local certs = make_certs(prefix)
-      self.ca_file, self.cert_file, self.key_file = certs.ca_file, certs.cert_file, certs.key_file
-    end
-
-    local nginx = proc.find_nginx()
-    local last_log = ""
-    for attempt = 1, START_ATTEMPTS do
-      -- opts.port first (only it, unless port_fallback), then proc.random_port
-      local port = attempt == 1 and opts.port or proc.random_port()
-      self.port, self.attempts = port, attempt
-      self.url = base_url(self, port)
-      write_file(prefix .. "/nginx.conf", nginx_conf(self, port), "644")
-      local src, log = proc.start_nginx(nginx, prefix, self.error_log)
-      if src == 0 then
-        local deadline = os.time() + READY_TIMEOUT + 1
-        local ready = false
-        local tries = 0
-        repeat
-          if ping(self) then
-            ready = true
-            break
-          end
-          tries = tries + 1
-          sleep(0.05)
-        until tries >= READY_TIMEOUT * 20 or os.time() > deadline
-        self.pid = tonumber((read_file(prefix .. "/nginx.pid") or ""):match("(%d+)"))
-        if ready and self.pid then
-          return
-        end
-        -- started but not answering: stop it, report
-        kill_nginx(self.pid)
-        error("fake scalekit: nginx did not answer /_admin/ping within "
-          .. READY_TIMEOUT .. " s\n" .. (read_file(self.error_log) or ""), 0)
-      end
-      last_log = log
-      if opts.port and not opts.port_fallback and log:find("Address already in use", 1, true) then
-        error("fake scalekit: port " .. port .. " is busy", 0)
-      end
-      if not log:find("Address already in use", 1, true) then
-        error("fake scalekit: nginx failed to start (exit " .. tostring(src) .. ") in "
-          .. prefix .. "\n" .. log, 0)
-      end
-    end
-    error("fake scalekit: no free port after " .. START_ATTEMPTS .. " attempts\n" .. last_log, 0)
-  end)
-  if not ok then
-    cleanup_prefix(prefix)
-    error(err, 2)
-  end
-
-  live[self] = true
-  start_watchdog(self)
+--- A server for a whole describe block: started by busted's `setup`, stopped by its
+--- `teardown` (pass the two). Its fields (url, port, …) are there from setup on.
+---   local srv = server.for_suite(setup, teardown, { workers = 1 })
+function _M.for_suite(setup, teardown, opts)
+  local self = new(opts)
+  setup(function() start(self, 2) end)
+  teardown(function() self:stop() end)
   return self
 end
 
 -- Idempotent: SIGQUIT, wait up to 3 s, then SIGKILL master and workers;
 -- removes the temp dir. The error log is kept in memory (error_log_text()).
 function Server:stop()
-  if self.stopped then
-    return true
-  end
   self.stopped = true
-  live[self] = nil
-  if self.watchdog_pid then
-    sh("kill " .. self.watchdog_pid)
-  end
-  kill_nginx(self.pid)
-  self.final_error_log = read_file(self.error_log)
-  cleanup_prefix(self.prefix)
-  return true
+  return not self.nginx or self.nginx:stop()
 end
 
 ---------------------------------------------------------------------------
@@ -520,10 +436,7 @@ function Server:requests()
 end
 
 function Server:error_log_text()
-  if self.stopped then
-    return self.final_error_log or ""
-  end
-  return read_file(self.error_log) or ""
+  return self.nginx and self.nginx:log() or ""
 end
 
 -- Issues a token with the configured credentials through curl (handy for

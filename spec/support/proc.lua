@@ -1,6 +1,5 @@
 -- Shell and process helpers shared by the test infrastructure that starts real
--- nginx servers: spec/support/fake.lua, spec/support/raw.lua,
--- spec/support/app.lua and spec/integration/server_spec.lua.
+-- nginx servers (spec/support/nginx.lua and the servers built on it) and the specs.
 --
 --   local proc = require "spec.support.proc"
 --   local out, rc = proc.run("ls")     -- stdout and exit code
@@ -265,15 +264,6 @@ function _M.render(tpl, vars, who)
     end
     return tostring(v)
   end))
-end
-
--- Starts `nginx` (a daemon) with prefix/nginx.conf, logging to error_log (emptied
--- first). Returns the exit code and the error log followed by nginx's output.
-function _M.start_nginx(nginx, prefix, error_log)
-  write_file(error_log, "")
-  local out, rc = run(quote(nginx) .. " -p " .. quote(prefix) .. " -c " .. quote(prefix .. "/nginx.conf")
-    .. " -e " .. quote(error_log) .. " 2>&1")
-  return rc, (read_file(error_log) or "") .. out
 end
 
 return _M

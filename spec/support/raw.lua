@@ -37,6 +37,8 @@
 --   bad_length          two different Content-Length headers
 --   ok_https            like ok (on the TLS ports every scenario works the same)
 -- The helper talks to the server with the curl CLI only, like spec/support/fake.lua.
+local certs = require "spec.support.certs"
+local nginx = require "spec.support.nginx"
 local proc = require "spec.support.proc"
 
 local _M = {}
@@ -44,91 +46,11 @@ local _M = {}
 local Raw = {}
 Raw.__index = Raw
 
-local START_ATTEMPTS = 20
-
 local TOKEN = "raw_token_0123456789abcdef"
 _M.TOKEN = TOKEN
 
 local quote, run, sh, sleep = proc.quote, proc.run, proc.sh, proc.sleep
 local read_file, write_file, alive = proc.read_file, proc.write_file, proc.pid_alive
-
-local random_port = proc.random_port
-
----------------------------------------------------------------------------
--- certificates (openssl CLI)
----------------------------------------------------------------------------
-
-local CA_CONF = [[
-[ ca ]
-default_ca = sk
-[ sk ]
-dir = ${DIR}
-database = ${DIR}/index.txt
-serial = ${DIR}/serial
-new_certs_dir = ${DIR}
-certificate = ${DIR}/ca.pem
-private_key = ${DIR}/ca.key
-default_md = sha256
-policy = any
-unique_subject = no
-copy_extensions = none
-[ any ]
-commonName = supplied
-[ req ]
-distinguished_name = dn
-prompt = no
-x509_extensions = v3_ca
-[ dn ]
-CN = scalekit-lua raw test CA
-[ v3_ca ]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[ leaf_localhost ]
-basicConstraints = CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-[ leaf_wrong ]
-basicConstraints = CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:wrong-host.test
-[ self_signed ]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, digitalSignature, keyEncipherment, keyCertSign
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-]]
-
--- A CA (P-256, 2 days) and four leaf certificates for one server key: good, expired
--- (notAfter in 2020, via `openssl ca -startdate/-enddate`), wrong host, self-signed.
-local function make_certs(dir)
-  write_file(dir .. "/ca.cnf", (CA_CONF:gsub("%${DIR}", dir)))
-  write_file(dir .. "/index.txt", "")
-  write_file(dir .. "/serial", "1000\n")
-  local function p(name) return quote(dir .. "/" .. name) end
-  local conf = " -config " .. p("ca.cnf")
-  local ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-  local sign = "openssl ca -batch -notext" .. conf .. " -in " .. p("leaf.csr")
-  local cmds = {
-    "openssl req -x509" .. ec .. " -days 2 -sha256" .. conf .. " -keyout " .. p("ca.key")
-      .. " -out " .. p("ca.pem"),
-    "openssl req -new" .. ec .. " -subj /CN=localhost -keyout " .. p("leaf.key")
-      .. " -out " .. p("leaf.csr"),
-    sign .. " -days 2 -extensions leaf_localhost -out " .. p("good.pem"),
-    sign .. " -startdate 200101000000Z -enddate 200102000000Z -extensions leaf_localhost -out "
-      .. p("expired.pem"),
-    sign .. " -days 2 -extensions leaf_wrong -subj /CN=wrong-host.test -out " .. p("wrong_host.pem"),
-    "openssl req -x509 -new -key " .. p("leaf.key") .. " -days 2 -sha256 -subj /CN=localhost"
-      .. conf .. " -extensions self_signed -out " .. p("self_signed.pem"),
-  }
-  for _, cmd in ipairs(cmds) do
-    local out, rc = run(cmd .. " 2>&1")
-    if rc ~= 0 then error("rawserver: openssl failed: " .. cmd .. "\n" .. out, 0) end
-  end
-  sh("chmod 644 " .. p("*.pem") .. " " .. p("*.key"))
-end
 
 ---------------------------------------------------------------------------
 -- server side (written into the prefix, run by the nginx worker)
@@ -265,127 +187,62 @@ end
 return _M
 ]=]
 
-local CONF = [[
-daemon on;
-master_process on;
-worker_processes 1;
-pid ${PREFIX}/nginx.pid;
-error_log ${PREFIX}/error.log warn;
-${LOAD_MODULES}
-events { worker_connections 256; }
-http {
-    access_log off;
-    server_tokens off;
-    client_body_temp_path ${PREFIX}/tmp;
-    proxy_temp_path ${PREFIX}/tmp;
-    fastcgi_temp_path ${PREFIX}/tmp;
-    uwsgi_temp_path ${PREFIX}/tmp;
-    scgi_temp_path ${PREFIX}/tmp;
-    lua_package_path "${PREFIX}/?.lua;;";
-    lua_shared_dict rawlog 4m;
-    lua_socket_log_errors off;
-    keepalive_timeout 60s;
-    ${SERVERS}
-}
-]]
-
-local SERVER = [[
-    server {
-        listen 127.0.0.1:${PORT}${SSL};
-        server_name localhost;
-        ${TLS}
-        location / { content_by_lua_block { require("raw_handlers").handle() } }
-    }
-]]
-
-local function render(tpl, vars)
-  return proc.render(tpl, vars, "rawserver:")
-end
-
 local TLS_NAMES = { "good", "expired", "wrong_host", "self_signed" }
 
-local function conf(self, ports)
-  local servers = { render(SERVER, { PORT = ports.plain, SSL = "", TLS = "" }) }
+local function server(port, tls)
+  return nginx.server{ port = port, tls = tls,
+    body = '        location / { content_by_lua_block { require("raw_handlers").handle() } }' }
+end
+
+local function conf(self, prefix, ports)
+  local servers = { server(ports.plain) }
   if self.tls then
     for _, name in ipairs(TLS_NAMES) do
-      servers[#servers + 1] = render(SERVER, {
-        PORT = ports[name], SSL = " ssl",
-        TLS = "ssl_certificate " .. self.prefix .. "/" .. name .. ".pem; ssl_certificate_key "
-          .. self.prefix .. "/leaf.key; ssl_protocols TLSv1.2 TLSv1.3;",
-      })
+      servers[#servers + 1] = server(ports[name], { cert = self.certs[name], key = self.certs.key_file })
     end
   end
-  return render(CONF, { PREFIX = self.prefix, LOAD_MODULES = proc.load_modules(),
-                        SERVERS = table.concat(servers, "\n") })
+  return nginx.conf{ prefix = prefix, worker_connections = 256, servers = servers, http = {
+    '    lua_package_path "' .. prefix .. '/?.lua;;";',
+    "    lua_shared_dict rawlog 4m;",
+    "    lua_socket_log_errors off;",
+    "    keepalive_timeout 60s;",
+  } }
 end
 
 ---------------------------------------------------------------------------
 -- lifecycle
 ---------------------------------------------------------------------------
 
-local live = {}
-local function stop_all()
-  for s in pairs(live) do pcall(s.stop, s) end
-end
-_M._sentinel = proc.on_close(stop_all)
-
--- fast shutdown (SIGTERM): `never` handlers must not hold it up
-local function kill(pid)
-  proc.kill_tree(pid, "TERM", 3)
-end
-
 --- Start the raw server. opts: { tls = boolean }
 function _M.start(opts)
   opts = opts or {}
-  local self = setmetatable({ tls = opts.tls and true or false, owner_pid = proc.own_pid() }, Raw)
-  self.prefix = proc.mktemp_dir("raw")
-  assert(self.prefix, "rawserver: mktemp failed")
-  local ok, err = pcall(function()
-    assert(sh("chmod 755 " .. quote(self.prefix) .. " && mkdir -p " .. quote(self.prefix .. "/tmp")))
-    write_file(self.prefix .. "/raw_handlers.lua", (HANDLER:gsub("%${TOKEN}", TOKEN)))
-    sh("chmod 644 " .. quote(self.prefix .. "/raw_handlers.lua"))
-    if self.tls then
-      make_certs(self.prefix)
-      self.ca_file = self.prefix .. "/ca.pem"
-      self.self_signed_file = self.prefix .. "/self_signed.pem"
-    end
-    local log = ""
-    local nginx = proc.find_nginx()
-    for _ = 1, START_ATTEMPTS do
-      local ports = { plain = random_port() }
-      if self.tls then
-        for _, name in ipairs(TLS_NAMES) do ports[name] = random_port() end
-      end
-      write_file(self.prefix .. "/nginx.conf", conf(self, ports))
-      local src
-      src, log = proc.start_nginx(nginx, self.prefix, self.prefix .. "/error.log")
-      if src == 0 then
-        self.pid = tonumber((read_file(self.prefix .. "/nginx.pid") or ""):match("(%d+)"))
-        self.port = ports.plain
-        self.url = "http://127.0.0.1:" .. ports.plain
-        self.tls_url = {}
-        if self.tls then
-          for _, name in ipairs(TLS_NAMES) do
-            self.tls_url[name] = "https://localhost:" .. ports[name]
-          end
-        end
-        for _ = 1, 100 do
-          if sh("curl -s --max-time 1 -o /dev/null " .. quote(self.url .. "/_raw/log")) then return end
-          sleep(0.05)
-        end
-        error("rawserver: nginx does not answer\n" .. (read_file(self.prefix .. "/error.log") or ""), 0)
-      end
-      if not log:find("Address already in use", 1, true) then break end
-    end
-    error("rawserver: nginx failed to start\n" .. log, 0)
-  end)
-  if not ok then
-    kill(self.pid)
-    proc.remove_dir(self.prefix)
-    error(err, 2)
+  local self = setmetatable({ tls = opts.tls and true or false }, Raw)
+  local ports = { "plain" }
+  if self.tls then
+    for _, name in ipairs(TLS_NAMES) do ports[#ports + 1] = name end
   end
-  live[self] = true
-  self.watchdog_pid = proc.watchdog(self.owner_pid, self.pid, self.prefix, "KILL")
+  self.nginx = nginx.start({
+    kind = "raw", who = "rawserver", ports = ports,
+    signal = "TERM", -- fast shutdown: `never` handlers must not hold it up
+    install = function(prefix)
+      write_file(prefix .. "/raw_handlers.lua", (HANDLER:gsub("%${TOKEN}", TOKEN)), "644")
+      if self.tls then self.certs = certs.make(prefix) end
+    end,
+    conf = function(prefix, p) return conf(self, prefix, p) end,
+    ready = function(n)
+      return sh("curl -s --max-time 1 -o /dev/null " .. quote("http://127.0.0.1:" .. n.port .. "/_raw/log"))
+    end,
+  }, 2)
+  local n = self.nginx
+  self.prefix, self.pid, self.port = n.prefix, n.pid, n.port
+  self.url = "http://127.0.0.1:" .. n.port
+  self.tls_url = {}
+  if self.tls then
+    self.ca_file, self.self_signed_file = self.certs.ca_file, self.certs.self_signed
+    for _, name in ipairs(TLS_NAMES) do
+      self.tls_url[name] = "https://localhost:" .. n.ports[name]
+    end
+  end
   return self
 end
 
@@ -401,18 +258,11 @@ function Raw:clear()
 end
 
 function Raw:error_log_text()
-  return self.final_error_log or read_file(self.prefix .. "/error.log") or ""
+  return self.nginx:log()
 end
 
 function Raw:stop()
-  if self.stopped then return true end
-  self.stopped = true
-  live[self] = nil
-  if self.watchdog_pid then sh("kill " .. self.watchdog_pid) end
-  kill(self.pid)
-  self.final_error_log = read_file(self.prefix .. "/error.log")
-  if self.prefix:match("^/tmp/scalekit%-raw%.[%w]+$") then proc.remove_dir(self.prefix) end
-  return true
+  return self.nginx:stop()
 end
 
 ---------------------------------------------------------------------------
