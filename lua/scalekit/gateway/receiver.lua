@@ -129,20 +129,6 @@ function _M.webhook(client, opts)
   return answer(204)
 end
 
--- the interceptor's answer: scalekit.interceptor_response when the library has it
-local function decision_body(decision, extra)
-  local scalekit = package.loaded["scalekit"]
-  local make = type(scalekit) == "table" and scalekit.interceptor_response
-  if type(make) == "function" then return make(decision, extra) end
-  local doc = { decision = decision }
-  if type(extra) == "table" then
-    for k, v in pairs(extra) do
-      if k == "message" then doc.error = { message = v } else doc[k] = v end
-    end
-  end
-  return json.encode(doc)
-end
-
 function _M.interceptor(client, opts)
   local dict
   opts, dict = check(client, "interceptor_receiver", opts)
@@ -155,7 +141,11 @@ function _M.interceptor(client, opts)
             ", not \"ALLOW\" or \"DENY\"")
     return answer(500)
   end
-  local body = decision_body(decision, extra)
+  local made, body = pcall(webhook.interceptor_response, decision, extra)
+  if not made then
+    ngx.log(ngx.ERR, "scalekit: interceptor_receiver: handler's answer: ", tostring(body))
+    return answer(500)
+  end
   ngx.status = 200
   ngx.header["Content-Type"] = "application/json"
   ngx.print(body)
