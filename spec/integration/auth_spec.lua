@@ -36,17 +36,10 @@ local function location_of(url)
 end
 
 describe("auth helpers", function()
-  local srv, sk
-
-  setup(function()
-    srv = server.start{ workers = 1, oidc = true }
-    sk = helpers.new_client(srv)
-  end)
-
-  teardown(function()
-    if sk then sk:close() end
-    if srv then srv:stop() end
-  end)
+  local sk
+  local srv = server.for_suite(setup, teardown, { workers = 1, oidc = true })
+  setup(function() sk = helpers.new_client(srv) end)
+  teardown(function() if sk then sk:close() end end)
 
   describe("authorization_url", function()
     it("carries every parameter, percent-encoded", function()

@@ -36,15 +36,7 @@ local function fails(kind, res, err)
 end
 
 describe("bad input", function()
-  local srv
-
-  setup(function()
-    srv = server.start{ workers = 1 }
-  end)
-
-  teardown(function()
-    if srv then srv:stop() end
-  end)
+  local srv = server.for_suite(setup, teardown, { workers = 1 })
 
   before_each(function()
     srv:reset{ keep_tokens = true }

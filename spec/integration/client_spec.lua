@@ -8,15 +8,7 @@ local scalekit = require "scalekit"
 local SECRET = helpers.CLIENT_SECRET
 
 describe("scalekit client", function()
-  local srv
-
-  setup(function()
-    srv = server.start{ workers = 1 }
-  end)
-
-  teardown(function()
-    if srv then srv:stop() end
-  end)
+  local srv = server.for_suite(setup, teardown, { workers = 1 })
 
   before_each(function()
     srv:reset()

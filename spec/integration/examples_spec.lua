@@ -6,10 +6,7 @@ local LUA = helpers.LUA
 local CPATH = helpers.BUILD .. "/?.so;;"
 
 describe("examples", function()
-  local srv
-
-  setup(function() srv = server.start{ workers = 1 } end)
-  teardown(function() if srv then srv:stop() end end)
+  local srv = server.for_suite(setup, teardown, { workers = 1 })
 
   local function run(script, args)
     local cmd = ("SCALEKIT_ENVIRONMENT_URL=%s SCALEKIT_CLIENT_ID=%s SCALEKIT_CLIENT_SECRET=%s "

@@ -31,15 +31,9 @@ local PROXY_ECHO = [[
 ]]
 
 describe("API fidelity", function()
-  local srv, sk
-
-  setup(function()
-    srv = server.start{ workers = 1, oidc = true, extra_server = PROXY_ECHO }
-  end)
-  teardown(function()
-    if sk then sk:close() end
-    if srv then srv:stop() end
-  end)
+  local sk
+  local srv = server.for_suite(setup, teardown, { workers = 1, oidc = true, extra_server = PROXY_ECHO })
+  teardown(function() if sk then sk:close() end end)
   before_each(function()
     srv:clear_faults()
     if sk then sk:close() end

@@ -8,10 +8,7 @@ local errors = require "scalekit.errors"
 local mtype = rawget(math, "type")
 
 describe("hardening", function()
-  local srv
-
-  setup(function() srv = server.start{ workers = 1 } end)
-  teardown(function() if srv then srv:stop() end end)
+  local srv = server.for_suite(setup, teardown, { workers = 1 })
   before_each(function() srv:clear_faults() end)
 
   local function last_request(pattern)

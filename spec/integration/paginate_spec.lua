@@ -8,17 +8,10 @@ local LIST = "OrganizationService_ListOrganization"
 local N = 2500
 
 describe("pagination", function()
-  local srv, sk
-
-  setup(function()
-    srv = server.start{ workers = 1 }
-    srv:seed{ organizations = N }
-  end)
-
-  teardown(function()
-    if sk then sk:close() end
-    if srv then srv:stop() end
-  end)
+  local sk
+  local srv = server.for_suite(setup, teardown, { workers = 1 })
+  setup(function() srv:seed{ organizations = N } end)
+  teardown(function() if sk then sk:close() end end)
 
   before_each(function()
     srv:clear_faults()

@@ -9,17 +9,10 @@ local unpack = table.unpack or unpack -- luacheck: ignore 113 143
 local each_method = helpers.each_method
 
 describe("resource methods against the fake Scalekit", function()
-  local srv, sk
-
-  setup(function()
-    srv = server.start{ workers = 1 }
-    sk = helpers.new_client(srv)
-  end)
-
-  teardown(function()
-    if sk then sk:close() end
-    if srv then srv:stop() end
-  end)
+  local sk
+  local srv = server.for_suite(setup, teardown, { workers = 1 })
+  setup(function() sk = helpers.new_client(srv) end)
+  teardown(function() if sk then sk:close() end end)
 
   before_each(function()
     srv:clear_faults()
