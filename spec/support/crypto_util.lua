@@ -59,6 +59,13 @@ function _M.rmtree(path)
   _M.run("rm -rf '" .. path .. "'")
 end
 
+--- A temp directory for a describe block, removed by its `teardown` (pass busted's).
+function _M.dir_for_suite(teardown)
+  local d = _M.mktempdir()
+  teardown(function() _M.rmtree(d) end)
+  return d
+end
+
 local B64URL = {}
 do
   local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -28,21 +28,15 @@ Server.__index = Server
 -- size of the skfake_data shared dict (the records of every kind)
 _M.DATA_SIZE = "192m"
 
-local OPTION_TYPES = {
-  workers = "number",
-  token_ttl = "number",
-  client_id = "string",
-  client_secret = "string",
-  tls = "boolean",
-  extra_http = "string",
-  extra_server = "string",
-  lua_package_path = "string",
-  lua_package_cpath = "string",
-  oidc = "boolean",
-  port = "number",
-  port_fallback = "boolean",
-  data_size = "string",
-}
+-- the options of start, by type
+local OPTION_TYPES = {}
+for want, names in pairs({
+  number = "workers token_ttl port",
+  boolean = "tls oidc port_fallback",
+  string = "client_id client_secret extra_http extra_server lua_package_path lua_package_cpath data_size",
+}) do
+  for name in names:gmatch("%S+") do OPTION_TYPES[name] = want end
+end
 
 
 -- Working directory and absolute directory of this file, resolved at load time.

@@ -14,15 +14,7 @@ local CURVE_SIZE = util.CURVE_SIZE
 -- tests --------------------------------------------------------------------
 
 describe("scalekit.core crypto", function()
-  local dir
-
-  setup(function()
-    dir = util.mktempdir()
-  end)
-
-  teardown(function()
-    if dir then util.rmtree(dir) end
-  end)
+  local dir = util.dir_for_suite(teardown)
 
   describe("base64", function()
     local vectors = {

@@ -16,7 +16,7 @@ local util = require "spec.support.crypto_util"
 local hex, readfile, writefile, run = util.hex, util.readfile, util.writefile, util.run
 
 describe("scalekit.webhook", function()
-  local dir
+  local dir = util.dir_for_suite(teardown)
   local key = "super secret key bytes \0\1\2\255 for hmac"
   local secret = "whsec_" .. core.b64encode(key)
   local NOW = 1700000000
@@ -55,14 +55,6 @@ describe("scalekit.webhook", function()
     end
     return err
   end
-
-  setup(function()
-    dir = util.mktempdir()
-  end)
-
-  teardown(function()
-    if dir then util.rmtree(dir) end
-  end)
 
   it("verifies the Standard Webhooks example vector (tolerance disabled)", function()
     local headers = { ["webhook-id"] = SW_ID, ["webhook-timestamp"] = SW_TS, ["webhook-signature"] = SW_SIG }

@@ -404,6 +404,15 @@ function _M.apply_fault(path, method)
   end
 end
 
+-- The start of every handled request: record it (as `kind`), apply its fault.
+-- Returns the raw path and the method.
+function _M.begin(kind)
+  _M.record(kind)
+  local path, method = _M.raw_path(), ngx.req.get_method()
+  _M.apply_fault(path, method)
+  return path, method
+end
+
 -- Normal answers go through here so that a `chunked` fault can reshape them.
 function _M.answer(status, body)
   local f = ngx.ctx.skfake_chunked

@@ -63,10 +63,7 @@ local function first(v)
 end
 
 function _M.token()
-  http.record("oauth")
-  local path = http.raw_path()
-  local method = ngx.req.get_method()
-  http.apply_fault(path, method)
+  local _, method = http.begin("oauth")
 
   if method ~= "POST" then
     ngx.header["Allow"] = "POST"
@@ -565,10 +562,7 @@ local function route(method, path)
 end
 
 function _M.api()
-  http.record("api")
-  local path = http.raw_path()
-  local method = ngx.req.get_method()
-  http.apply_fault(path, method)
+  local path, method = http.begin("api")
 
   local msg = http.check_bearer()
   if msg then
