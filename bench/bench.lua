@@ -1,6 +1,11 @@
 -- `make bench`: calls per second of sk:call beside a raw libcurl loop on the same
--- local server in the same run, the naive token-per-call approach, and pagination
--- throughput and memory. Timings are noisy: the ratio is what to read.
+-- local server in the same run, the same under callgrind (instructions per call,
+-- bench/callgrind.lua: independent of the machine's load), the naive token-per-call
+-- approach, and pagination throughput and memory. Timings are noisy: the ratio is
+-- what to read.
+--   BENCH_SECONDS, BENCH_ROUNDS    length and number of the interleaved rounds
+--   BENCH_CG_CALLS                 calls under callgrind (2000; 0 skips it)
+--   BENCH_ONLY=call                the sk:call rows only (no naive, no paging)
 package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
@@ -11,6 +16,8 @@ local core = require "scalekit.core"
 local SECONDS = tonumber(os.getenv("BENCH_SECONDS") or "1")
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "9")
 local PAGE_ITEMS = tonumber(os.getenv("BENCH_PAGE_ITEMS") or "100000")
+local CG_CALLS = tonumber(os.getenv("BENCH_CG_CALLS") or "2000")
+local ONLY_CALL = os.getenv("BENCH_ONLY") == "call"
 
 local srv = server.start{ workers = 1 }
 local function new_client(url)
@@ -18,7 +25,7 @@ local function new_client(url)
                               client_secret = "test_secret_value" })
 end
 
-local rows = {}
+local rows, notes = {}, {}
 local function row(name, value, unit, note)
   rows[#rows + 1] = { name, value, unit, note or "" }
 end
@@ -94,6 +101,21 @@ local ok, err = pcall(function()
       ("ratio %.2f of raw libcurl"):format(ratio_mod))
   row("token requests during the sk:call runs", tostring(tokens), "", "cached token reused")
 
+  if CG_CALLS > 0 and os.execute("valgrind --version >/dev/null 2>&1") then
+    local cg = require("bench.callgrind").measure(srv.url, id, token, { calls = CG_CALLS })
+    row("callgrind: raw libcurl loop", ("%.1f"):format(cg.raw / 1000), "k instr", "per call, start-up subtracted")
+    row("callgrind: http:request (C core alone)", ("%.1f"):format(cg.core / 1000), "k instr",
+        ("ratio %.2f of raw libcurl"):format(cg.core_ratio))
+    row("callgrind: sk:call GetOrganization", ("%.1f"):format(cg.call / 1000), "k instr",
+        ("ratio %.2f of raw libcurl (%d calls; wall-clock ratio %.2f)"):format(cg.ratio, cg.calls, ratio_mod))
+    notes[#notes + 1] = "callgrind by library, thousands of instructions per call:"
+    for _, l in ipairs(require("bench.callgrind").report(cg)) do notes[#notes + 1] = "  " .. l end
+  end
+  if ONLY_CALL then
+    sk:close()
+    return
+  end
+
   -- the naive way of Scalekit's REST examples: a token and a connection per call
   local calls, t0 = 0, core.monotonic()
   while core.monotonic() - t0 < SECONDS do
@@ -140,4 +162,8 @@ print(("%-44s %12s %-8s %s"):format("benchmark", "value", "unit", "note"))
 print(("-"):rep(100))
 for _, r in ipairs(rows) do
   print(("%-44s %12s %-8s %s"):format(r[1], r[2], r[3], r[4]))
+end
+if #notes > 0 then
+  print()
+  for _, l in ipairs(notes) do print(l) end
 end

@@ -1,6 +1,9 @@
 /* The yardstick for `make bench`: a plain libcurl keep-alive loop, GET <url> with a
- * Bearer token, body into a reused buffer, nothing decoded. Prints calls/second.
- *   raw_curl URL TOKEN SECONDS */
+ * Bearer token, body into a reused buffer, nothing decoded. Prints calls/second and
+ * the size of the last answer.
+ *   raw_curl URL TOKEN SECONDS          as many calls as fit in SECONDS
+ *   raw_curl URL TOKEN SECONDS CALLS    exactly CALLS calls (0: start-up only), for
+ *                                       bench/callgrind.lua's instruction counts */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,14 +48,16 @@ int main(int argc, char **argv)
     struct curl_slist *h = NULL;
     char auth[4096];
     double secs, t0, t;
-    long calls = 0, status = 0;
+    long calls = 0, status = 0, limit = -1;
     CURL *c;
 
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s URL TOKEN SECONDS\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s URL TOKEN SECONDS [CALLS]\n", argv[0]);
         return 2;
     }
     secs = atof(argv[3]);
+    if (argc == 5)
+        limit = atol(argv[4]);
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", argv[2]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     c = curl_easy_init();
@@ -67,7 +72,7 @@ int main(int argc, char **argv)
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
     t0 = now();
-    do {
+    while (limit != 0) {
         b.len = 0;
         if (curl_easy_perform(c) != CURLE_OK) {
             fprintf(stderr, "raw_curl: request failed\n");
@@ -80,8 +85,11 @@ int main(int argc, char **argv)
         }
         calls++;
         t = now();
-    } while (t - t0 < secs);
-    printf("%.1f %zu\n", (double)calls / (t - t0), b.len);
+        if (limit > 0 ? calls >= limit : t - t0 >= secs)
+            break;
+    }
+    t = now();
+    printf("%.1f %zu\n", calls ? (double)calls / (t - t0) : 0.0, b.len);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     free(b.p);

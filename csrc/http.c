@@ -2,11 +2,15 @@
  *
  * The Lua layer owns the policy (token, retries, backoff, errors); this file owns the
  * wire: keep-alive, timeouts, TLS verification and a lean request path. Nothing is
- * allocated per call in the common case: the URL is handed to libcurl (which copies
- * it into its own buffer), header lists are built once and rebuilt only when the
- * Bearer token changes, and the response body grows one reusable buffer that is
- * pushed to Lua in a single copy after curl_easy_perform returns (no Lua API call
- * happens inside a libcurl callback, so no longjmp can cross libcurl). */
+ * allocated per call in the common case: the handle remembers what it was last set to
+ * (method, URL, header list, Accept-Encoding) and only what changed is set again;
+ * header lists are built once and rebuilt only when the Bearer token changes (the
+ * token is read in place from the C vault when the session passes the vault, so no
+ * Lua string of it is made per call); GET and DELETE send neither Content-Type nor
+ * Expect; Accept-Encoding only when the caller asks (paged lists), so small answers
+ * skip the decoder; and the response body grows one reusable buffer that is pushed to
+ * Lua in a single copy after curl_easy_perform returns (no Lua API call happens
+ * inside a libcurl callback, so no longjmp can cross libcurl). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +28,21 @@ typedef struct {
     pid_t pid;               /* process that created curl; a forked child makes its own */
     int closed;
 
-    struct curl_slist *hdr_plain;  /* Accept + Content-Type: application/json */
-    struct curl_slist *hdr_form;   /* Accept + Content-Type: x-www-form-urlencoded */
-    struct curl_slist *hdr_auth;   /* hdr_plain + Authorization for `bearer` */
-    char *bearer;                  /* token that hdr_auth carries (wiped on change) */
-    size_t bearer_len;
+    struct curl_slist *hdr_plain;  /* Accept, Expect:, extra, Content-Type: application/json */
+    struct curl_slist *hdr_form;   /* the same with Content-Type: x-www-form-urlencoded */
+    struct curl_slist *hdr_nobody; /* Accept, extra: GET and DELETE */
+    struct curl_slist *hdr_auth;   /* hdr_plain + Authorization, built when first needed */
+    struct curl_slist *hdr_auth_nobody; /* hdr_nobody + Authorization, likewise */
+    size_t bearer_len;             /* token in the Authorization lines of both (0: none) */
+
+    /* what the handle was last set to: the setopt is skipped when a request asks for
+     * the same (reset for a new handle) */
+    int set_method;                /* M_*, M_UNSET */
+    struct curl_slist *set_hdrs;
+    int set_encoding;              /* Accept-Encoding on (1), off (0), unknown (-1) */
+    char *set_url;                 /* copy of the URL last set, NUL-terminated */
+    size_t set_url_len, set_url_cap;
+    int set_url_valid;
 
     sk_response resp;              /* the answer being received (easy.c callbacks) */
     sk_easy_opts opts;             /* timeouts, CA, User-Agent, proxy, extra lines */
@@ -36,28 +50,67 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } sk_http;
 
+/* The methods as the handle knows them: a GET, a DELETE without a body, or one of
+ * the methods with a body (CURLOPT_POST + the custom method). */
+enum { M_UNSET, M_GET, M_DELETE, M_POST, M_PUT, M_PATCH, M_DELETE_BODY };
+
+#define AUTH_PREFIX "Authorization: Bearer "
+#define AUTH_PREFIX_LEN 22
+
 /* ---- handle setup ---- */
 
-static void free_bearer(sk_http *h)
+static void free_wiped(struct curl_slist *l)
 {
-    if (h->bearer != NULL) {
-        OPENSSL_cleanse(h->bearer, h->bearer_len);
-        free(h->bearer);
-    }
-    h->bearer = NULL;
-    h->bearer_len = 0;
-    if (h->hdr_auth != NULL) {
-        struct curl_slist *s;
-        for (s = h->hdr_auth; s != NULL; s = s->next)
-            OPENSSL_cleanse(s->data, strlen(s->data));
-        curl_slist_free_all(h->hdr_auth);
-    }
-    h->hdr_auth = NULL;
+    struct curl_slist *s;
+    for (s = l; s != NULL; s = s->next)
+        OPENSSL_cleanse(s->data, strlen(s->data));
+    curl_slist_free_all(l);
 }
 
-/* Apply the options that live for the whole handle. Returns NULL or a message. */
+/* Forget both Authorization lists (wiped), and tell libcurl if it holds one. */
+static void free_bearer(sk_http *h)
+{
+    if (h->curl != NULL && h->set_hdrs != NULL &&
+        (h->set_hdrs == h->hdr_auth || h->set_hdrs == h->hdr_auth_nobody)) {
+        curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
+        h->set_hdrs = NULL;
+    }
+    free_wiped(h->hdr_auth);
+    free_wiped(h->hdr_auth_nobody);
+    h->hdr_auth = h->hdr_auth_nobody = NULL;
+    h->bearer_len = 0;
+}
+
+/* Accept: application/json, the handle's extra lines, then `line` (may be NULL): the
+ * list of a request without a body. NULL when out of memory. */
+static struct curl_slist *nobody_headers(const sk_http *h, const char *line)
+{
+    struct curl_slist *l, *t;
+    const struct curl_slist *e;
+    if ((l = curl_slist_append(NULL, "Accept: application/json")) == NULL)
+        return NULL;
+    for (e = h->opts.extra; e != NULL; e = e->next) {
+        if ((t = curl_slist_append(l, e->data)) == NULL)
+            goto fail;
+        l = t;
+    }
+    if (line == NULL)
+        return l;
+    if ((t = curl_slist_append(l, line)) != NULL)
+        return t;
+fail:
+    curl_slist_free_all(l);
+    return NULL;
+}
+
+/* Apply the options that live for the whole handle, and forget what the previous
+ * handle was set to. Returns NULL or a message. */
 static const char *configure(sk_http *h)
 {
+    h->set_method = M_GET;  /* a new handle's default */
+    h->set_hdrs = NULL;
+    h->set_url_valid = 0;
+    h->set_encoding = -1;
     return sk_easy_configure(h->curl, &h->opts, &h->resp, h->errbuf);
 }
 
@@ -84,7 +137,12 @@ static void http_release(sk_http *h)
     free_bearer(h);
     curl_slist_free_all(h->hdr_plain);
     curl_slist_free_all(h->hdr_form);
-    h->hdr_plain = h->hdr_form = NULL;
+    curl_slist_free_all(h->hdr_nobody);
+    h->hdr_plain = h->hdr_form = h->hdr_nobody = NULL;
+    free(h->set_url);
+    h->set_url = NULL;
+    h->set_url_len = h->set_url_cap = 0;
+    h->set_url_valid = 0;
     sk_response_trim(&h->resp, 1);
     sk_easy_opts_free(&h->opts);
 }
@@ -108,7 +166,8 @@ static int http_new(lua_State *L)
 
     h->hdr_plain = sk_base_headers(&h->opts, "Content-Type: application/json", NULL);
     h->hdr_form = sk_base_headers(&h->opts, "Content-Type: application/x-www-form-urlencoded", NULL);
-    if (h->hdr_plain == NULL || h->hdr_form == NULL)
+    h->hdr_nobody = nobody_headers(h, NULL);
+    if (h->hdr_plain == NULL || h->hdr_form == NULL || h->hdr_nobody == NULL)
         return luaL_error(L, "scalekit: out of memory");
     if ((err = ensure_handle(h)) != NULL)
         return luaL_error(L, "scalekit: cannot set up libcurl: %s", err);
@@ -123,32 +182,67 @@ static sk_http *http_check(lua_State *L)
     return h;
 }
 
-/* Header list carrying `Authorization: Bearer <token>`, rebuilt only on change. */
-static struct curl_slist *auth_headers(sk_http *h, const char *tok, size_t len)
+/* The Authorization line of the lists built for the current token, or NULL. */
+static const char *auth_line(const sk_http *h)
 {
-    struct curl_slist *l, *t;
+    const struct curl_slist *l = h->hdr_auth_nobody ? h->hdr_auth_nobody : h->hdr_auth;
+    if (l == NULL)
+        return NULL;
+    while (l->next != NULL)
+        l = l->next;
+    return l->data;
+}
+
+/* The header list (`nobody`: of a GET/DELETE) carrying `Authorization: Bearer <tok>`.
+ * Both lists are dropped when the token changes; each is built when first needed, so
+ * the common call compares the token with the line libcurl already has and nothing
+ * else (no copy of the token is kept beside those lines). NULL when out of memory. */
+static struct curl_slist *auth_headers(sk_http *h, const char *tok, size_t len, int nobody)
+{
+    struct curl_slist **slot = nobody ? &h->hdr_auth_nobody : &h->hdr_auth;
+    const char *have;
     char *line;
-    if (h->hdr_auth != NULL && len == h->bearer_len && memcmp(tok, h->bearer, len) == 0)
-        return h->hdr_auth;
-    free_bearer(h);
-    if ((h->bearer = (char *)malloc(len + 1)) == NULL)
+    if (*slot != NULL && len == h->bearer_len && (have = auth_line(h)) != NULL &&
+        memcmp(have + AUTH_PREFIX_LEN, tok, len) == 0)
+        return *slot;
+    if (len != h->bearer_len || (have = auth_line(h)) == NULL ||
+        memcmp(have + AUTH_PREFIX_LEN, tok, len) != 0)
+        free_bearer(h);  /* another token: both lists go */
+    if ((line = (char *)malloc(len + AUTH_PREFIX_LEN + 1)) == NULL)
         return NULL;
-    memcpy(h->bearer, tok, len + 1);
-    h->bearer_len = len;
-    if ((line = (char *)malloc(len + 32)) == NULL)
-        return NULL;
-    memcpy(line, "Authorization: Bearer ", 22);
-    memcpy(line + 22, tok, len + 1);
-    l = sk_base_headers(&h->opts, "Content-Type: application/json", NULL);
-    t = l ? curl_slist_append(l, line) : NULL;
-    OPENSSL_cleanse(line, len + 22);
-    free(line);
-    if (t == NULL) {
-        curl_slist_free_all(l);
-        return NULL;
+    memcpy(line, AUTH_PREFIX, AUTH_PREFIX_LEN);
+    memcpy(line + AUTH_PREFIX_LEN, tok, len);
+    line[AUTH_PREFIX_LEN + len] = '\0';
+    if (nobody) {
+        *slot = nobody_headers(h, line);
+    } else {
+        *slot = sk_base_headers(&h->opts, "Content-Type: application/json", line);
     }
-    h->hdr_auth = t;
-    return t;
+    OPENSSL_cleanse(line, len + AUTH_PREFIX_LEN);
+    free(line);
+    if (*slot != NULL)
+        h->bearer_len = len;
+    return *slot;
+}
+
+/* Set CURLOPT_URL unless it is what the handle already has (out of memory for the
+ * copy: set anyway, and remembered as unknown). */
+static void set_url(sk_http *h, const char *url, size_t len)
+{
+    if (h->set_url_valid && len == h->set_url_len && memcmp(url, h->set_url, len) == 0)
+        return;
+    curl_easy_setopt(h->curl, CURLOPT_URL, url);
+    h->set_url_valid = 0;
+    if (len + 1 > h->set_url_cap) {
+        char *p = (char *)realloc(h->set_url, len + 1);
+        if (p == NULL)
+            return;
+        h->set_url = p;
+        h->set_url_cap = len + 1;
+    }
+    memcpy(h->set_url, url, len + 1);
+    h->set_url_len = len;
+    h->set_url_valid = 1;
 }
 
 /* The one failure shape of http:request: nil, kind, message, sent, permanent.
@@ -218,14 +312,6 @@ fail:
     return NULL;
 }
 
-static void free_wiped(struct curl_slist *l)
-{
-    struct curl_slist *s;
-    for (s = l; s != NULL; s = s->next)
-        OPENSSL_cleanse(s->data, strlen(s->data));
-    curl_slist_free_all(l);
-}
-
 /* The message of a failed transfer; one that came from the proxy says so. */
 static void failure_message(sk_http *h, CURLcode rc, char *out, size_t n)
 {
@@ -249,13 +335,16 @@ static void failure_message(sk_http *h, CURLcode rc, char *out, size_t n)
         snprintf(out, n, "%s", base);
 }
 
-/* http:request(method, url, body, content_type, bearer[, raw])
+/* http:request(method, url, body, content_type, bearer[, raw[, compressed]])
  *   content_type: nil or "json" (application/json) | "form" (x-www-form-urlencoded)
  *                 | "raw" (with `raw`)
- *   bearer: nil or the access token for the Authorization header
+ *   bearer: nil, the access token for the Authorization header, or the token vault
+ *           (scalekit.core.Token) holding it: read in place, no Lua copy
  *   raw: nil, or {content_type=, headers={"Name: value", ...}, timeout=seconds} for
  *        a pass-through call: the caller's content type and headers, its own timeout,
  *        and the answer's Content-Type returned as a 5th value
+ *   compressed: send Accept-Encoding (what libcurl decodes) — for large answers such
+ *        as paged lists; raw calls always do
  * -> status, body, retry_after, request_id[, content_type]
  * -> nil, kind, message, sent, permanent (push_failure) */
 static int http_request(lua_State *L)
@@ -266,19 +355,58 @@ static int http_request(lua_State *L)
     const char *url = luaL_checklstring(L, 3, &ulen);
     const char *body = luaL_optlstring(L, 4, NULL, &blen);
     const char *ctype = luaL_optstring(L, 5, "json");
-    const char *tok = luaL_optlstring(L, 6, NULL, &tlen);
+    const char *tok = NULL;
     int raw = !lua_isnoneornil(L, 7);
+    int compressed = raw || lua_toboolean(L, 8);
     struct curl_slist *hdrs, *own = NULL;
     const char *err;
     CURLcode rc;
     CURL *c;
     long status = 0, nconn = 0, timeout_ms = h->opts.timeout_ms;
     size_t i;
-    int has_body;
+    int has_body = body != NULL, want, nobody;
 
     luaL_argcheck(L, ulen == strlen(url) && strpbrk(url, "\r\n\t ") == NULL, 3,
                   "URL must not contain NUL, spaces or line breaks");
-    if (tok != NULL)
+    switch (lua_type(L, 6)) {
+    case LUA_TNONE:
+    case LUA_TNIL:
+        break;
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+        tok = lua_tolstring(L, 6, &tlen);
+        break;
+    default: {
+        lua_Integer gen;
+        int got = sk_token_bytes(L, 6, &tok, &tlen, &gen);
+        if (got < 0)
+            return luaL_argerror(L, 6, lua_pushfstring(L, "string expected, got %s (or the token vault)",
+                                                        luaL_typename(L, 6)));
+        luaL_argcheck(L, got > 0, 6, "the token vault is empty");
+    }
+    }
+
+    /* the method as the handle knows it */
+    if (strcmp(method, "GET") == 0) {
+        if (has_body)
+            return luaL_argerror(L, 4, "GET takes no body");
+        want = M_GET;
+    } else if (strcmp(method, "DELETE") == 0) {
+        want = has_body ? M_DELETE_BODY : M_DELETE;
+    } else if (strcmp(method, "POST") == 0) {
+        want = M_POST;
+    } else if (strcmp(method, "PUT") == 0) {
+        want = M_PUT;
+    } else if (strcmp(method, "PATCH") == 0) {
+        want = M_PATCH;
+    } else {
+        return luaL_argerror(L, 2, "must be GET, POST, PUT, PATCH or DELETE");
+    }
+    nobody = want == M_GET || want == M_DELETE;
+
+    /* a token that is not already in our Authorization lines is checked once, here */
+    if (tok != NULL && !(h->bearer_len == tlen && auth_line(h) != NULL &&
+                         memcmp(auth_line(h) + AUTH_PREFIX_LEN, tok, tlen) == 0))
         luaL_argcheck(L, tlen > 0 && tlen == strlen(tok) && strpbrk(tok, "\r\n") == NULL, 6,
                       "token must not be empty or contain NUL or line breaks");
     if (raw) {
@@ -303,7 +431,7 @@ static int http_request(lua_State *L)
             return luaL_error(L, "scalekit: out of memory");
         hdrs = own;
     } else if (strcmp(ctype, "json") == 0) {
-        hdrs = tok ? NULL : h->hdr_plain;
+        hdrs = tok ? NULL : nobody ? h->hdr_nobody : h->hdr_plain;
     } else if (strcmp(ctype, "form") == 0 && tok == NULL) {
         hdrs = h->hdr_form;
     } else {
@@ -313,30 +441,33 @@ static int http_request(lua_State *L)
         free_wiped(own);
         return push_failure(L, "network", err, 0, 1);
     }
-    if (!raw && tok != NULL && (hdrs = auth_headers(h, tok, tlen)) == NULL)
+    if (!raw && tok != NULL && (hdrs = auth_headers(h, tok, tlen, nobody)) == NULL)
         return luaL_error(L, "scalekit: out of memory");
 
+    /* only what differs from the previous request is set */
     c = h->curl;
-    has_body = body != NULL;
-    if (strcmp(method, "GET") == 0 || (strcmp(method, "DELETE") == 0 && !has_body)) {
-        if (has_body && method[0] != 'D') {
-            free_wiped(own);
-            return luaL_argerror(L, 4, "GET takes no body");
-        }
-        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method[0] == 'G' ? NULL : "DELETE");
-    } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-               strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0) {
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
+    if (want != h->set_method) {
+        static const char *const custom[] = {NULL, NULL, "DELETE", NULL, "PUT", "PATCH", "DELETE"};
+        if (nobody)
+            curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        else
+            curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, custom[want]);
+        h->set_method = want;
+    }
+    if (!nobody) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, has_body ? body : "");
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
-    } else {
-        free_wiped(own);
-        return luaL_argerror(L, 2, "must be GET, POST, PUT, PATCH or DELETE");
     }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    set_url(h, url, ulen);
+    if (hdrs != h->set_hdrs) {
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+        h->set_hdrs = hdrs;
+    }
+    if (compressed != h->set_encoding) {
+        curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, compressed ? "" : NULL);
+        h->set_encoding = compressed;
+    }
     if (raw)
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
 
@@ -347,10 +478,12 @@ static int http_request(lua_State *L)
     if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
         h->connects += nconn;
     /* libcurl keeps pointers to the body and the headers; drop them so a later reuse
-     * can't see them */
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
+     * can't see them (a body method stays one: CURLOPT_POSTFIELDS implies POST) */
+    if (!nobody)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
     if (raw) {
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+        h->set_hdrs = NULL;
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->opts.timeout_ms);
         free_wiped(own);
     }

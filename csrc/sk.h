@@ -19,6 +19,11 @@ SK_INTERNAL void sk_util_open(lua_State *L);   /* util.c:   sleep, monotonic clo
 SK_INTERNAL void sk_url_open(lua_State *L);    /* url.c:    url_encode               */
 SK_INTERNAL void sk_aead_open(lua_State *L);   /* aead.c:   AES-256-GCM seal/open */
 
+/* token.c: the bytes of the token vault at `idx`, read in place for http.c (1), an
+ * empty or closed vault (0), not a vault (-1). */
+SK_INTERNAL int sk_token_bytes(lua_State *L, int idx, const char **tok, size_t *len,
+                               lua_Integer *gen);
+
 /* Seconds on `id` (CLOCK_MONOTONIC for expiry and retry timing, CLOCK_REALTIME for
  * the epoch times users see). */
 static inline double sk_clock(clockid_t id)

@@ -2,7 +2,10 @@
  *
  * Keeping it in C means the token bytes are wiped (OPENSSL_cleanse) when replaced or
  * closed, never show up in tostring(), and expiry runs on CLOCK_MONOTONIC so a wall
- * clock jump cannot make a dead token look alive. */
+ * clock jump cannot make a dead token look alive. http.c reads the bytes in place
+ * (sk_token_bytes) when the session hands it the vault instead of a string, so an API
+ * call makes no Lua copy of the token; the generation number, bumped on every change,
+ * tells "the token that was sent" apart from a newer one without the bytes. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +21,7 @@ typedef struct {
     double expires_mono;  /* the token is dead after this instant */
     double refresh_mono;  /* fetch a new one from this instant on */
     double expires_wall;  /* epoch seconds, reported to users */
+    lua_Integer gen;      /* bumped on every set and wipe */
     int closed;
 } sk_token;
 
@@ -27,6 +31,8 @@ static void token_wipe(sk_token *t)
         OPENSSL_cleanse(t->token, t->len);
         free(t->token);
     }
+    if (t->token != NULL || t->len != 0)
+        t->gen++;
     t->token = NULL;
     t->len = 0;
     t->expires_mono = t->refresh_mono = t->expires_wall = 0;
@@ -72,6 +78,7 @@ static int token_set(lua_State *L)
     now = sk_clock(CLOCK_MONOTONIC);
     t->token = copy;
     t->len = len;
+    t->gen++;
     t->expires_mono = now + expires_in;
     t->refresh_mono = now + expires_in - margin;
     t->expires_wall = sk_clock(CLOCK_REALTIME) + expires_in;
@@ -98,12 +105,30 @@ static int token_get(lua_State *L)
     return 3;
 }
 
-/* vault:clear([token]) -> boolean. With a token, clears only if it is still the one
- * held (a 401 for an old token must not throw away a newer one). */
+/* vault:fresh() -> generation | nil: the generation of the token held when it is
+ * alive and not yet due for a refresh (the common case of every API call, answered
+ * without copying the token out). */
+static int token_fresh(lua_State *L)
+{
+    sk_token *t = token_check(L);
+    if (t->token == NULL || sk_clock(CLOCK_MONOTONIC) >= t->refresh_mono)
+        return 0;
+    lua_pushinteger(L, t->gen);
+    return 1;
+}
+
+/* vault:clear([token | generation]) -> boolean. With a token (or the generation
+ * vault:fresh() gave), clears only if it is still the one held (a 401 for an old token
+ * must not throw away a newer one). */
 static int token_clear(lua_State *L)
 {
     sk_token *t = token_check(L);
-    if (!lua_isnoneornil(L, 2)) {
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        if (t->token == NULL || lua_tointeger(L, 2) != t->gen) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+    } else if (!lua_isnoneornil(L, 2)) {
         size_t len;
         const char *s = luaL_checklstring(L, 2, &len);
         if (t->token == NULL || len != t->len || CRYPTO_memcmp(s, t->token, len) != 0) {
@@ -113,6 +138,29 @@ static int token_clear(lua_State *L)
     }
     lua_pushboolean(L, t->token != NULL);
     token_wipe(t);
+    return 1;
+}
+
+/* The token held by the vault at `idx`, read in place (NUL-terminated, valid until
+ * the vault changes), for http.c. 1: *tok, *len and *gen are set; 0: the vault is
+ * empty or closed; -1: the value at `idx` is not a vault. */
+int sk_token_bytes(lua_State *L, int idx, const char **tok, size_t *len, lua_Integer *gen)
+{
+    sk_token *t = (sk_token *)lua_touserdata(L, idx);
+    int same;
+    /* luaL_testudata, which PUC Lua 5.1 lacks */
+    if (t == NULL || !lua_getmetatable(L, idx))
+        return -1;
+    luaL_getmetatable(L, TOKEN_MT);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same)
+        return -1;
+    if (t->closed || t->token == NULL)
+        return 0;
+    *tok = t->token;
+    *len = t->len;
+    *gen = t->gen;
     return 1;
 }
 
@@ -137,6 +185,7 @@ void sk_token_open(lua_State *L)
     static const luaL_Reg methods[] = {
         {"set", token_set},
         {"get", token_get},
+        {"fresh", token_fresh},
         {"clear", token_clear},
         {"close", token_close},
         {NULL, NULL},

@@ -23,6 +23,9 @@ local json = require "scalekit.json"
 local json_encode = json.encode
 local floor = math.floor
 local getmetatable = getmetatable
+local next = next
+local encode = request.encode
+local compile = request.compile
 
 -- Operations that run a third-party tool: the longer `tool_timeout` per attempt.
 local TOOL_CALLS = { ToolService_ExecuteTool = true }
@@ -71,6 +74,7 @@ function _M.new(cfg, session)
     _s = session,
     _jwks = jwks.new(session, cfg),
     _strict = cfg.strict,
+    _plans = {},
   }, Client_mt)
 end
 
@@ -104,6 +108,24 @@ local function live(self)
   return self._s
 end
 
+-- What sk:call needs of an operation, made on its first call by this client: the
+-- operation, its method, the session's base URL joined to the path before and after
+-- the id (the direct shape, request.compile), Accept-Encoding for paged lists, the
+-- pass-through table of tool calls.
+local function plan(self, s, operation_id)
+  local op = operations[operation_id]
+  if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
+  local c = compile(op)
+  local p = {
+    op = op, method = op.method, empty = op.empty, compressed = op.paging ~= nil,
+    raw = TOOL_CALLS[operation_id] and { timeout = s.tool_opts.timeout, content_type = "application/json" }
+      or nil,
+    id_name = c.id_name, prefix = c.id_name and s.base_url .. c.prefix, suffix = c.suffix,
+  }
+  self._plans[operation_id] = p
+  return p
+end
+
 --- Call any operation of the API by its operationId.
 ---@param operation_id string e.g. "OrganizationService_GetOrganization"
 ---@param params table? path/query params by spec name, JSON body under `body`
@@ -111,9 +133,30 @@ end
 ---@return scalekit.Error|nil err
 function Client:call(operation_id, params)
   local s = live(self)
-  local op, path, text = _M.prepare(self, operation_id, params)
-  return s:request(op.method, path, text, operation_id, "json", true, op.empty,
-                   TOOL_CALLS[operation_id] and s.tool_opts or nil)
+  local p = self._plans[operation_id] or plan(self, s, operation_id)
+  local url, text
+  -- the direct shape: `{ [id_name] = "a non-empty string" }` and nothing else; any
+  -- other params take request.build, which checks (and explains) everything
+  local name = p.id_name
+  if name and type(params) == "table" then
+    local v = params[name]
+    if type(v) == "string" and next(params) == name and next(params, name) == nil
+      and v ~= "" and v ~= "." and v ~= ".." then
+      url = p.prefix .. encode(v) .. p.suffix
+    end
+  end
+  if not url then
+    local op = p.op
+    local path, body = request.build(operation_id, op, params, rawget(self, "_strict"))
+    if body ~= nil then
+      text = json_encode(body)
+      if not text then misuse("%s: body cannot be encoded as JSON", operation_id) end
+    elseif op.body == "required" then
+      text = "{}"
+    end
+    url = s.base_url .. path
+  end
+  return s:call(p.method, url, text, operation_id, p.empty, p.compressed, p.raw)
 end
 
 --- Iterate the items of a paged list: `for org in sk:each(op, params) do … end`.

@@ -139,9 +139,19 @@ local function compile(op)
   local required = {}
   for i = 1, #op.required do required[op.required[i]] = true end
   c = { pieces = pieces, names = names, qnames = qnames, known = known, required = required }
+  -- the direct shape of sk:call (client.lua): one path parameter and nothing else that
+  -- must be given (no required query parameter, no required body)
+  if #pieces == 3 and #op.path_params == 1 and op.body ~= "required" then
+    local any_required = false
+    for i = 1, #qnames do
+      if required[qnames[i]] then any_required = true end
+    end
+    if not any_required then c.id_name, c.prefix, c.suffix = names[2], pieces[1], pieces[3] end
+  end
   compiled[op] = c
   return c
 end
+_M.compile = compile
 
 local function expected_list(c)
   local names = {}

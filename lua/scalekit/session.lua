@@ -5,8 +5,11 @@
 -- once by scalekit.new from the validated options and an environment (plain Lua:
 -- scalekit.new itself; OpenResty: scalekit/ngx/init.lua), and nothing patches it
 -- afterwards:
---   env.transport  t:request(method, url, body, ctype, bearer) -> res | nil, err
---                  (transport/curl.lua, transport/cosocket.lua)
+--   env.transport  t:request(method, url, body, ctype, bearer, raw, compressed)
+--                  -> res | nil, err (transport/curl.lua, transport/cosocket.lua);
+--                  `bearer` is the token string, or the C vault itself when the
+--                  transport says `takes_vault` and the store is that vault (the
+--                  token is then read in place: no Lua copy per call)
 --   env.store      the token store: get() -> token, expires_at, needs_refresh;
 --                  set(token, expires_in, margin); clear([token]); close()
 --                  (the C vault of scalekit.core, or ngx/store.lua)
@@ -49,7 +52,10 @@ _M.DIRECT = {
 ---@param env table transport, store, sleep, flight, jwks_cache (see the module header)
 ---@param secrets table token_form(), client_form(fields): the only holders of the secret
 function _M.new(cfg, env, secrets)
+  local store = env.store
   return setmetatable({
+    -- the store when the transport reads the token from it directly (vault:fresh())
+    vault = env.transport.takes_vault and type(store) == "userdata" and store.fresh and store or nil,
     base_url = cfg.environment_url,
     token_url = cfg.environment_url .. "/oauth/token",
     max_retries = cfg.max_retries,
@@ -112,22 +118,31 @@ end
 -- `idempotent` overrides the method's retry rule (errors.should_retry); `raw` is
 -- the transport's pass-through table (sk:proxy_request, tool calls). Returns the
 -- transport's res on a 2xx, else nil, err (with err.attempts).
-local function perform(self, method, url, body, ctype, opname, use_token, idempotent, raw, max_retries)
-  local transport, log = self.transport, self.log
+local function perform(self, method, url, body, ctype, opname, use_token, idempotent, raw, max_retries,
+                       compressed)
+  local transport, log, vault = self.transport, self.log, self.vault
   max_retries = max_retries or self.max_retries
   local attempt, renewed = 0, false
   while true do
-    local token, err
+    -- `bearer` goes to the transport: the token, or the vault holding it (`gen` then
+    -- names that token for the 401 rule, and `token` is read only for an error)
+    local token, bearer, gen, err
     if use_token then
-      token, err = self:token()
-      if not token then return nil, err end
+      gen = vault and vault:fresh()
+      if gen then
+        bearer = vault
+      else
+        token, err = self:token()
+        if not token then return nil, err end
+        bearer = token
+      end
     end
     local res, t0
     if log then
       t0 = monotonic()
       log({ event = "request", operation = opname, method = method, url = url, attempt = attempt + 1 })
     end
-    res, err = transport:request(method, url, body, ctype, token, raw)
+    res, err = transport:request(method, url, body, ctype, bearer, raw, compressed)
     local wait
     if res then
       local status = res.status
@@ -136,6 +151,7 @@ local function perform(self, method, url, body, ctype, opname, use_token, idempo
               status = status, request_id = res.request_id, duration = monotonic() - t0 })
       end
       if status >= 200 and status < 300 then return res end
+      if gen then token = vault:get() end
       local ra = errors.parse_retry_after(res.retry_after)
       err = errors.from_response(status, redact(self, res.body, token), {
         request_id = res.request_id, retry_after = ra, operation = opname,
@@ -146,7 +162,7 @@ local function perform(self, method, url, body, ctype, opname, use_token, idempo
         -- The token was revoked or expired early: forget it (only if nobody replaced
         -- it meanwhile), get a new one, and try once more, at once. Never loops.
         renewed = true
-        self.store:clear(token)
+        self.store:clear(gen or token)
         err = nil
       elseif should_retry(err, method, idempotent) then
         if ra and ra > self.retry_after_max then
@@ -246,6 +262,29 @@ function Session:request(method, path, body, opname, ctype, bearer, empty, opts)
   local res, err = perform(self, method, self.base_url .. path, body, raw and "raw" or ctype or "json",
                            opname, bearer, nil, raw, opts and opts.max_retries)
   if not res then return nil, err end
+  return _M.decode(res, opname, empty)
+end
+
+--- An API call on a full URL, the client's token along (sk:call: the client builds
+--- the URL once per call). `compressed` asks for Accept-Encoding (paged lists);
+--- `raw` is the pass-through table of a tool call ({timeout =, content_type =}).
+---@param method string
+---@param url string
+---@param body string|nil JSON text
+---@param opname string
+---@param empty boolean|nil the operation's answer has an empty schema
+---@param compressed boolean|nil
+---@param raw table|nil
+---@return table|nil result
+---@return scalekit.Error|nil err
+function Session:call(method, url, body, opname, empty, compressed, raw)
+  local res, err = perform(self, method, url, body, raw and "raw" or "json", opname, true, nil, raw, nil,
+                           compressed)
+  if not res then return nil, err end
+  local text = res.body
+  if text == "" then return {} end
+  local doc = json_decode(text)
+  if type(doc) == "table" then return doc end
   return _M.decode(res, opname, empty)
 end
 

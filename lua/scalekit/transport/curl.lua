@@ -1,6 +1,8 @@
 --- The libcurl transport: one HTTP attempt on the C core's reused easy handle
 --- (csrc/http.c), in the transport contract that session.lua drives:
----   res, err = t:request(method, url, body, content_type, bearer)
+---   res, err = t:request(method, url, body, content_type, bearer, raw, compressed)
+---   bearer: the token, or the C token vault (`takes_vault`: read in place)
+---   compressed: send Accept-Encoding (large answers: paged lists)
 ---   res = { status =, body =, retry_after =, request_id = [, content_type = (raw)] }
 ---   raw: nil, or {content_type =, headers =, timeout =} for pass-through calls
 ---   err = errors.from_transport(kind, message, sent, permanent)
@@ -12,7 +14,7 @@ local _M = {}
 local setmetatable = setmetatable
 local from_transport = errors.from_transport
 
-local Curl = {}
+local Curl = { takes_vault = true }
 local mt = { __index = Curl }
 
 function mt.__tostring()
@@ -37,8 +39,8 @@ end
 
 ---@return table|nil res
 ---@return scalekit.Error|nil err
-function Curl:request(method, url, body, ctype, bearer, raw)
-  local status, a, b, c, d = self.http:request(method, url, body, ctype, bearer, raw)
+function Curl:request(method, url, body, ctype, bearer, raw, compressed)
+  local status, a, b, c, d = self.http:request(method, url, body, ctype, bearer, raw, compressed)
   if status then
     return { status = status, body = a, retry_after = b, request_id = c, content_type = d }
   end
