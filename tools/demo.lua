@@ -16,18 +16,17 @@ if os.getenv("SCALEKIT_ENVIRONMENT_URL") then
 end
 
 local server = require "spec.support.fake"
+local helpers = require "spec.support.client"
 local srv = server.start{ workers = 1 }
 print("demo: no SCALEKIT_ENVIRONMENT_URL, using the local fake Scalekit at " .. srv.url)
 local ok, err = pcall(function()
-  local sk = assert(require("scalekit").new{
-    environment_url = srv.url, client_id = "skc_test", client_secret = "test_secret_value",
-  })
+  local sk = helpers.new_client(srv)
   for _, name in ipairs({ "Looney Corp", "Acme Inc", "Globex", "Initech", "Umbrella" }) do
     assert(sk.organizations:create{ display_name = name, external_id = name:lower():gsub("%W", "-") })
   end
   sk:close()
-  assert(run(("SCALEKIT_ENVIRONMENT_URL=%s SCALEKIT_CLIENT_ID=skc_test SCALEKIT_CLIENT_SECRET=test_secret_value ")
-    :format(srv.url)), "quickstart failed")
+  assert(run(("SCALEKIT_ENVIRONMENT_URL=%s SCALEKIT_CLIENT_ID=%s SCALEKIT_CLIENT_SECRET=%s ")
+    :format(srv.url, helpers.CLIENT_ID, helpers.CLIENT_SECRET)), "quickstart failed")
 end)
 srv:stop()
 if not ok then

@@ -1,8 +1,6 @@
 -- Exercises the C core's HTTP and token paths for valgrind (tools/memcheck.sh):
 -- calls, retries, 401 renewal, timeouts, refused connections, close and GC.
-package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
-
+local helpers = require "spec.support.client" -- package paths, the test credentials
 local server = require "spec.support.fake"
 local scalekit = require "scalekit"
 local core = require "scalekit.core"
@@ -10,10 +8,7 @@ local core = require "scalekit.core"
 local srv = server.start{ workers = 1 }
 local ok, err = pcall(function()
   srv:seed{ organizations = 120 }
-  local sk = assert(scalekit.new{
-    environment_url = srv.url, client_id = "skc_test", client_secret = "test_secret_value",
-    retry_backoff = 0.001, retry_backoff_max = 0.002, timeout = 0.5,
-  })
+  local sk = helpers.new_client(srv, { retry_backoff = 0.001, retry_backoff_max = 0.002, timeout = 0.5 })
   for _ = 1, 20 do assert(sk:call("OrganizationService_ListOrganization", { page_size = 10 })) end
   local n = 0
   for _ in sk:each("OrganizationService_ListOrganization", { page_size = 25 }) do n = n + 1 end

@@ -2,9 +2,7 @@
 -- failure, connect timeout, no answer, closed mid-body, truncated chunked, over
 -- max_body_size, garbage, oversized headers, HTTP/1.0, 1xx, TLS refusals, redirects,
 -- 429 storms, broken JSON; the same handle / client reused after each.
-package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
-
+local helpers = require "spec.support.client" -- package paths, the test credentials
 local server = require "spec.support.fake"
 local rawserver = require "spec.support.raw"
 local scalekit = require "scalekit"
@@ -46,10 +44,8 @@ local ok, err = pcall(function()
   h:close()
 
   -- the client over the fake: faults of the fault queue, then a good call
-  local sk = assert(scalekit.new{
-    environment_url = srv.url, client_id = "skc_test", client_secret = "test_secret_value",
-    retry_backoff = 0.001, retry_backoff_max = 0.002, timeout = 2, max_retries = 2,
-  })
+  local sk = helpers.new_client(srv, { retry_backoff = 0.001, retry_backoff_max = 0.002, timeout = 2,
+                                      max_retries = 2 })
   assert(sk:token())
   srv:faults{
     { match = "/api/", status = 429, count = 3 },

@@ -1,12 +1,9 @@
 -- Exercises the libcurl multi handle (csrc/multi.c) for valgrind (tools/memcheck.sh):
 -- sk:batch over HTTP/1.1 and HTTP/2 (TLS, ALPN h2), retries, a 401 renewal, a
 -- timeout, a refused connection, close with transfers in flight, close twice, GC.
-package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
-
+local helpers = require "spec.support.client" -- package paths, the test credentials
 local server = require "spec.support.fake"
 local proc = require "spec.support.proc"
-local scalekit = require "scalekit"
 local core = require "scalekit.core"
 
 local h2_port = proc.random_port()
@@ -15,10 +12,8 @@ local srv = server.start{ workers = 1, tls = true,
 local ok, err = pcall(function()
   srv:seed{ organizations = 30 }
   local function new(url, extra)
-    local o = { environment_url = url, client_id = "skc_test", client_secret = "test_secret_value",
-                ca_file = srv.ca_file, retry_backoff = 0.001, retry_backoff_max = 0.002, timeout = 2 }
-    for k, v in pairs(extra or {}) do o[k] = v end
-    return assert(scalekit.new(o))
+    return helpers.new_client({ url = url, ca_file = srv.ca_file },
+                              { retry_backoff = 0.001, retry_backoff_max = 0.002, timeout = 2 }, extra)
   end
   local sk = new(srv.url)
   local list = assert(sk:call("OrganizationService_ListOrganization", { page_size = 30 }))
