@@ -17,25 +17,9 @@ local PRISM = PRISM_DIR .. "/node_modules/.bin/prism"
 
 local doc = json.decode((assert(proc.read_file(OPENAPI))))
 
-local function deref(node)
-  local depth = 0
-  while type(node) == "table" and node["$ref"] do
-    depth = depth + 1
-    assert(depth < 64, "$ref cycle")
-    local target = doc
-    for token in node["$ref"]:sub(3):gmatch("[^/]+") do target = target[token] end
-    node = target
-  end
-  return node
-end
-
-local function schema_type(s)
-  local t = s.type
-  if type(t) == "table" then
-    for _, m in ipairs(t) do if m ~= "null" then return m end end
-  end
-  return t
-end
+local openapi = require "spec.support.openapi"
+local function deref(node) return openapi.deref(doc, node) end
+local schema_type = openapi.schema_type
 
 local FORMATS = {
   email = "user@example.com", uri = "https://example.com/x", url = "https://example.com/x",

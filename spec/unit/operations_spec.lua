@@ -59,31 +59,9 @@ local function sorted_keys(t)
   return keys
 end
 
-local function deref(node)
-  local depth = 0
-  while type(node) == "table" and node["$ref"] do
-    depth = depth + 1
-    assert(depth < 64, "$ref cycle")
-    local target = doc
-    for token in node["$ref"]:gsub("^#/", ""):gmatch("[^/]+") do
-      target = target[(token:gsub("~1", "/"):gsub("~0", "~"))]
-    end
-    node = target
-  end
-  return node
-end
-
-local function type_of(schema)
-  local t = schema.type
-  if type(t) == "table" then
-    for _, member in ipairs(t) do
-      if member ~= "null" then
-        return member
-      end
-    end
-  end
-  return t
-end
+local openapi = require "spec.support.openapi"
+local function deref(node) return openapi.deref(doc, node) end
+local type_of = openapi.schema_type
 
 -- Properties of the success response ("200", else the first 2xx), through $ref and allOf.
 local function response_properties(op)
