@@ -15,7 +15,6 @@
 -- issuer, audience, scopes and permissions are checked on every request.
 local core = require "scalekit.core"
 local errors = require "scalekit.errors"
-local jwt = require "scalekit.auth.jwt"
 
 local _M = {}
 
@@ -199,18 +198,9 @@ local function verified(client, token, o)
       return nil, 401, "token issuer does not match"
     end
   end
-  -- one issuer: the library checks it; several: the token's own, if it is one of them
-  -- (decoded first only to pick it; the signature check below still checks it)
-  local issuer = o.issuer[1]
-  if #o.issuer > 1 then
-    local parts = jwt.decode(token)
-    local iss = parts and parts.claims.iss
-    if not parts then return nil, 401, "token is malformed" end
-    if not in_list(iss, o.issuer) then return nil, 401, "token issuer does not match" end
-    issuer = iss
-  end
+  -- validate_access_token takes the list of accepted issuers itself
   local claims, err = client:validate_access_token(token, {
-    issuer = issuer, leeway = o.leeway, algorithms = o.algorithms,
+    issuer = o.issuer, leeway = o.leeway, algorithms = o.algorithms,
   })
   if not claims then
     if err.kind ~= "auth" then
