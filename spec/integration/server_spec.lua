@@ -145,11 +145,13 @@ describe("fake scalekit", function()
         extra_server = "location = /hello_app { content_by_lua_block { require('hello_app').run() } }",
         lua_package_path = "spec/support/fake/fixtures/?.lua",
       })
+      finally(function() s:stop() end)
+      -- (the workers run as nobody and read these modules from the checkout: it must
+      -- be readable by them, as the README says for `make test`)
       local conf = read_file(s.prefix .. "/nginx.conf")
       assert.truthy(conf:find('lua_package_path "/', 1, true))
       assert.equal("hello 1", curl(s, { path = "/hello_app" }).body)
       assert.equal("hello 2", curl(s, { path = "/hello_app" }).body)
-      s:stop()
     end)
 
     it("retries with another port when the chosen one is busy", function()
