@@ -5,7 +5,9 @@
 --
 --   lua5.4 tools/gen_docs.lua            rewrite both files
 --   lua5.4 tools/gen_docs.lua --check    exit 1 if either would change
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
+
+local util = require "tools.util"
 
 local operations = require "scalekit.operations"
 local MAP = require("scalekit.resources").MAP
@@ -13,12 +15,7 @@ local iterator_names = require("scalekit.resources").iterator_names
 
 local BEGIN, END = "<!-- BEGIN METHODS (make docs) -->", "<!-- END METHODS -->"
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = util.sorted_keys
 
 local function class_name(resource)
   return "scalekit." .. resource:gsub("^%l", string.upper):gsub("_(%l)", string.upper) .. "Resource"
@@ -174,20 +171,7 @@ local function types()
   return table.concat(out, "\n")
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local readme = read("README.md")
+local readme = assert(util.read_file("README.md"))
 local a = readme:find(BEGIN, 1, true)
 local b = select(2, readme:find(END, 1, true))
 assert(a and b, "README.md lacks the METHODS markers")
@@ -197,8 +181,7 @@ local new_types = types()
 local check = arg[1] == "--check"
 local stale = {}
 if new_readme ~= readme then stale[#stale + 1] = "README.md" end
-local ok, cur = pcall(read, "types/scalekit.lua")
-if not ok or cur ~= new_types then stale[#stale + 1] = "types/scalekit.lua" end
+if util.read_file("types/scalekit.lua") ~= new_types then stale[#stale + 1] = "types/scalekit.lua" end
 if check then
   if #stale > 0 then
     io.stderr:write("out of date (run `make docs`): ", table.concat(stale, ", "), "\n")
@@ -206,6 +189,6 @@ if check then
   end
   return
 end
-write("README.md", new_readme)
-write("types/scalekit.lua", new_types)
+util.write_file("README.md", new_readme)
+util.write_file("types/scalekit.lua", new_types)
 print("make docs: " .. (#stale > 0 and ("updated " .. table.concat(stale, ", ")) or "up to date"))

@@ -44,7 +44,11 @@
 -- The script fails (exit 1, message on stderr) on anything it does not understand, rather
 -- than write a table the library would misuse.
 
+-- tools/util.lua from the checkout this script is in, whatever the working directory
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../?.lua;" .. package.path
+
 local cjson = require "cjson"
+local util = require "tools.util"
 
 local HTTP_METHODS = { "get", "put", "post", "delete", "options", "head", "patch", "trace" }
 
@@ -70,12 +74,10 @@ local function fail(fmt, ...)
 end
 
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then
+  local data, err = util.read_file(path)
+  if not data then
     fail("cannot open %s", err)
   end
-  local data = f:read("*a")
-  f:close()
   return data
 end
 
@@ -417,14 +419,7 @@ end
 
 local fields_literal
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = util.sorted_keys
 
 -- `name = { a, b },` on one line if it fits, else one element per line.
 local function emit_table(out, indent, name, elements)

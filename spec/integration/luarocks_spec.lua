@@ -15,12 +15,7 @@ local quote, run = proc.quote, proc.run
 local ROCKSPEC = "rockspec/scalekit-scm-1.rockspec"
 local CURL_INCDIR = "/usr/include/x86_64-linux-gnu"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function read(path) return assert(proc.read_file(path)) end
 
 -- A rockspec is a Lua chunk that sets globals: run it in an empty environment.
 local function load_rockspec(path)

@@ -54,23 +54,15 @@ function _M.sleep(sec)
 end
 local sleep = _M.sleep
 
--- The file's bytes, or nil when it cannot be opened.
-function _M.read_file(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local util = require "tools.util"
+
+-- The file's bytes, or nil (and io.open's message) when it cannot be opened.
+_M.read_file = util.read_file
 local read_file = _M.read_file
 
 -- Writes data to path (raises on failure); mode: optional chmod mode ("644").
 function _M.write_file(path, data, mode)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  f:close()
+  util.write_file(path, data)
   if mode then
     assert(sh("chmod " .. mode .. " " .. quote(path)), "chmod " .. path)
   end

@@ -8,6 +8,8 @@
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 
 local cjson = require "cjson"
+local proc = require "spec.support.proc"
+local util = require "tools.util"
 
 local OPENAPI = os.getenv("SCALEKIT_OPENAPI") or "api/openapi.json"
 local GENERATED = "lua/scalekit/operations.lua"
@@ -20,15 +22,7 @@ local FIELDS = {
 }
 local QUERY_TYPES = { string = true, integer = true, number = true, boolean = true, array = true }
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then
-    return nil, err
-  end
-  local data = f:read("*a")
-  f:close()
-  return data
-end
+local read_file = util.read_file
 
 local function load_openapi()
   local data, err = read_file(OPENAPI)
@@ -50,14 +44,7 @@ end
 local doc, doc_err = load_openapi()
 local operations = require "scalekit.operations"
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = util.sorted_keys
 
 local openapi = require "spec.support.openapi"
 local function deref(node) return openapi.deref(doc, node) end
@@ -154,16 +141,8 @@ local function each_operation(fn)
   end
 end
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", [['\'']]) .. "'"
-end
-
 local function run_generator()
-  local cmd = "lua5.4 " .. shell_quote(GENERATOR) .. " " .. shell_quote(OPENAPI) .. " 2>&1"
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a")
-  p:close()
-  return out
+  return (proc.run("lua5.4 " .. proc.quote(GENERATOR) .. " " .. proc.quote(OPENAPI) .. " 2>&1"))
 end
 
 -- First differing line, so that a drift shows up as one readable line, not 100 KB.
