@@ -128,36 +128,41 @@ describe("sk:batch (plain Lua, libcurl multi)", function()
     sk:close()
   end)
 
-  it("uses HTTP/1.1 and at most `concurrency` connections when h2 is not offered", function()
-    local sk = new()
-    local ids = org_ids(sk, 40)
-    local since = mark(srv)
-    local stats = {}
-    local _, errs = sk:batch(calls_of(ids), { concurrency = 4, stats = stats })
-    assert.is_nil(errs)
-    assert.equal(0, stats.http2)
-    assert.is_true(stats.connects <= 4, "connects " .. stats.connects)
-    assert.is_true(distinct_api_connections(srv, since) <= 4)
-    sk:close()
-  end)
-
-  it("multiplexes every call over one HTTP/2 connection when the server offers h2", function()
-    local sk = new_h2()
-    local ids = org_ids(sk, 40)
-    local since = mark(srv)
-    local stats = {}
-    local results, errs = sk:batch(calls_of(ids), { concurrency = 16, stats = stats })
-    assert.is_nil(errs)
-    assert.equal(40, #results)
-    assert.equal(40, stats.http2)
-    assert.equal(1, stats.connects)
-    assert.equal(1, distinct_api_connections(srv, since))
-    -- http2 = false keeps HTTP/1.1 on the same port
-    stats = {}
-    assert.is_nil(select(2, sk:batch(calls_of(ids), { concurrency = 4, http2 = false, stats = stats })))
-    assert.equal(0, stats.http2)
-    sk:close()
-  end)
+  -- 40 calls on the client `make` builds: check(results, stats, connections the fake
+  -- saw, sk, ids) holds what the protocol promises about connections
+  local PROTOCOLS = {
+    { "uses HTTP/1.1 and at most `concurrency` connections when h2 is not offered",
+      make = new, concurrency = 4,
+      check = function(_, stats, conns)
+        assert.equal(0, stats.http2)
+        assert.is_true(stats.connects <= 4, "connects " .. stats.connects)
+        assert.is_true(conns <= 4)
+      end },
+    { "multiplexes every call over one HTTP/2 connection when the server offers h2",
+      make = new_h2, concurrency = 16,
+      check = function(results, stats, conns, sk, ids)
+        assert.equal(40, #results)
+        assert.equal(40, stats.http2)
+        assert.equal(1, stats.connects)
+        assert.equal(1, conns)
+        -- http2 = false keeps HTTP/1.1 on the same port
+        stats = {}
+        assert.is_nil(select(2, sk:batch(calls_of(ids), { concurrency = 4, http2 = false, stats = stats })))
+        assert.equal(0, stats.http2)
+      end },
+  }
+  for _, case in ipairs(PROTOCOLS) do
+    it(case[1], function()
+      local sk = case.make()
+      local ids = org_ids(sk, 40)
+      local since = mark(srv)
+      local stats = {}
+      local results, errs = sk:batch(calls_of(ids), { concurrency = case.concurrency, stats = stats })
+      assert.is_nil(errs)
+      case.check(results, stats, distinct_api_connections(srv, since), sk, ids)
+      sk:close()
+    end)
+  end
 
   it("pauses the whole batch on a 429 until its Retry-After instant", function()
     local sk = new()

@@ -16,6 +16,8 @@ local SECRET = helpers.CLIENT_SECRET
 -- no DNS query ever leaves the machine, unlike a plain "x.invalid"
 local UNRESOLVABLE = "https://" .. string.rep("a", 64) .. ".invalid"
 
+local LIST = "OrganizationService_ListOrganization"
+
 local function clock() return core.monotonic() end
 
 describe("faults", function()
@@ -63,7 +65,7 @@ describe("faults", function()
 
   local function fake_usable(sk)
     srv:clear_faults()
-    local res, err = sk:call("OrganizationService_ListOrganization", { page_size = 1 })
+    local res, err = sk:call(LIST, { page_size = 1 })
     assert.is_nil(err, tostring(err))
     assert.is_table(res)
   end
@@ -86,6 +88,32 @@ describe("faults", function()
     return helpers.count_requests(srv, "^/api/")
   end
 
+  -- fn(sk) on a client of the fake that holds a token and whose next requests meet
+  -- `faults`; the same client must work afterwards.
+  local function with_fake_faults(overrides, faults, fn)
+    local sk = fake_client(overrides)
+    assert(sk:token())
+    srv:faults(faults)
+    fn(sk)
+    fake_usable(sk)
+    sk:close()
+  end
+
+  -- fn(sk) on a client of the raw server; the same client must work afterwards.
+  local function with_raw(overrides, fn)
+    local sk = raw_client(overrides)
+    fn(sk)
+    raw_usable(sk)
+    sk:close()
+  end
+
+  -- The raw server's `scenario` fails with `kind` on a client that does not retry.
+  local function raw_fails(kind, scenario)
+    local err
+    with_raw({ max_retries = 0 }, function(sk) err = fails(kind, sk.organizations:get(scenario)) end)
+    return err
+  end
+
   describe("connecting", function()
     it("connection refused: network, not sent, and the client recovers when the server is back", function()
       local port_srv = server.start{ workers = 1 }
@@ -93,7 +121,7 @@ describe("faults", function()
       local sk = helpers.new_client(port_srv, { max_retries = 1 })
       fake_usable(sk)
       port_srv:stop()
-      local err = fails("network", sk:call("OrganizationService_ListOrganization", {}))
+      local err = fails("network", sk:call(LIST, {}))
       assert.is_true(err.retryable)
       assert.is_nil(err.status)
       -- the same port again: the same client reconnects (the old token is unknown to
@@ -101,7 +129,7 @@ describe("faults", function()
       local again = server.start{ workers = 1, port = port }
       local ok, e = pcall(function()
         assert.equal(port, again.port)
-        local res, err2 = sk:call("OrganizationService_ListOrganization", {})
+        local res, err2 = sk:call(LIST, {})
         assert.is_nil(err2, tostring(err2))
         assert.is_table(res)
       end)
@@ -166,114 +194,86 @@ describe("faults", function()
 
   describe("servers that stall", function()
     it("accepts and never answers: timeout; GET retried, PATCH not", function()
-      local sk = raw_client{ timeout = 0.4, max_retries = 1 }
-      local t0 = clock()
-      local err = fails("timeout", sk.organizations:get("never"))
-      assert.is_true(clock() - t0 < 3)
-      assert.is_true(err.retryable)
-      assert.equal(2, raw_count("/never$"))
-      raw_usable(sk)
-      rs:clear()
-      fails("timeout", sk.organizations:update("never", { display_name = "x" }))
-      assert.equal(1, raw_count("/never$"))
-      raw_usable(sk)
-      sk:close()
+      with_raw({ timeout = 0.4, max_retries = 1 }, function(sk)
+        local t0 = clock()
+        local err = fails("timeout", sk.organizations:get("never"))
+        assert.is_true(clock() - t0 < 3)
+        assert.is_true(err.retryable)
+        assert.equal(2, raw_count("/never$"))
+        raw_usable(sk)
+        rs:clear()
+        fails("timeout", sk.organizations:update("never", { display_name = "x" }))
+        assert.equal(1, raw_count("/never$"))
+      end)
     end)
 
     it("slowloris-style trickle (a byte every 0.2 s): timeout after `timeout`", function()
-      local sk = raw_client{ timeout = 0.5, max_retries = 0 }
-      local t0 = clock()
-      fails("timeout", sk.organizations:get("trickle"))
-      local took = clock() - t0
-      assert.is_true(took >= 0.45 and took < 2, "took " .. took)
-      raw_usable(sk)
-      sk:close()
+      with_raw({ timeout = 0.5, max_retries = 0 }, function(sk)
+        local t0 = clock()
+        fails("timeout", sk.organizations:get("trickle"))
+        local took = clock() - t0
+        assert.is_true(took >= 0.45 and took < 2, "took " .. took)
+      end)
     end)
 
     it("a slow fake answer (delay) beyond timeout: timeout", function()
-      local sk = fake_client{ timeout = 0.3, max_retries = 0 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", delay = 1 } }
-      fails("timeout", sk:call("OrganizationService_ListOrganization", {}))
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ timeout = 0.3, max_retries = 0 }, { { match = "/api/", delay = 1 } }, function(sk)
+        fails("timeout", sk:call(LIST, {}))
+      end)
     end)
 
     it("a slow chunked answer (chunk_delay) beyond timeout: timeout", function()
       srv:seed{ organizations = 3 }
-      local sk = fake_client{ timeout = 0.4, max_retries = 0 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", chunked = true, chunk_size = 8, chunk_delay = 0.1 } }
-      fails("timeout", sk:call("OrganizationService_ListOrganization", {}))
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ timeout = 0.4, max_retries = 0 },
+                       { { match = "/api/", chunked = true, chunk_size = 8, chunk_delay = 0.1 } }, function(sk)
+        fails("timeout", sk:call(LIST, {}))
+      end)
     end)
   end)
 
   describe("broken answers", function()
     it("closes mid-body: network, retried for GET", function()
-      local sk = raw_client{ max_retries = 2 }
-      local err = fails("network", sk.organizations:get("close_mid_body"))
-      assert.matches("remaining", err.message)
-      assert.equal(3, raw_count("/close_mid_body$"))
-      raw_usable(sk)
-      sk:close()
+      with_raw({ max_retries = 2 }, function(sk)
+        local err = fails("network", sk.organizations:get("close_mid_body"))
+        assert.matches("remaining", err.message)
+        assert.equal(3, raw_count("/close_mid_body$"))
+      end)
     end)
 
     it("truncated chunked body: network", function()
-      local sk = raw_client{ max_retries = 0 }
-      fails("network", sk.organizations:get("truncated_chunked"))
-      raw_usable(sk)
-      sk:close()
+      raw_fails("network", "truncated_chunked")
     end)
 
     it("closes without answering (fake `close`, raw empty reply): network", function()
-      local sk = fake_client{ max_retries = 0 }
-      assert(sk:token())
       -- two: libcurl re-sends once by itself when a reused connection was dead
-      srv:faults{ { match = "/api/", close = true, count = 2 } }
-      fails("network", sk:call("OrganizationService_ListOrganization", {}))
-      fake_usable(sk)
-      sk:close()
-      local rk = raw_client{ max_retries = 0 }
-      local err = fails("network", rk.organizations:get("empty_reply"))
-      assert.matches("[Ee]mpty reply", err.message)
-      raw_usable(rk)
-      rk:close()
+      with_fake_faults({ max_retries = 0 }, { { match = "/api/", close = true, count = 2 } }, function(sk)
+        fails("network", sk:call(LIST, {}))
+      end)
+      assert.matches("[Ee]mpty reply", raw_fails("network", "empty_reply").message)
     end)
 
     it("bytes that are not HTTP: network", function()
-      local sk = raw_client{ max_retries = 0 }
-      fails("network", sk.organizations:get("garbage"))
-      raw_usable(sk)
-      sk:close()
+      raw_fails("network", "garbage")
     end)
 
     it("a 200 KiB header line: network (libcurl's header limit)", function()
-      local sk = raw_client{ max_retries = 0 }
-      fails("network", sk.organizations:get("huge_header"))
-      raw_usable(sk)
-      sk:close()
+      raw_fails("network", "huge_header")
     end)
 
     it("conflicting Content-Length headers: never a success", function()
-      local sk = raw_client{ max_retries = 0 }
-      -- libcurl 7.88 keeps the last length (a truncated body: decode); newer versions
-      -- refuse the answer (network). Either way, not a result.
-      local res, err = sk.organizations:get("bad_length")
-      assert.is_nil(res)
-      assert.is_true(errors.is(err, "decode") or errors.is(err, "network"), tostring(err))
-      raw_usable(sk)
-      sk:close()
+      with_raw({ max_retries = 0 }, function(sk)
+        -- libcurl 7.88 keeps the last length (a truncated body: decode); newer versions
+        -- refuse the answer (network). Either way, not a result.
+        local res, err = sk.organizations:get("bad_length")
+        assert.is_nil(res)
+        assert.is_true(errors.is(err, "decode") or errors.is(err, "network"), tostring(err))
+      end)
     end)
 
     it("a 5000-byte x-request-id is cut to 512 bytes", function()
-      local sk = raw_client{ max_retries = 0 }
-      local err = fails("http", sk.organizations:get("long_request_id"))
+      local err = raw_fails("http", "long_request_id")
       assert.equal(500, err.status)
       assert.equal(string.rep("r", 512), err.request_id)
-      raw_usable(sk)
-      sk:close()
     end)
 
     it("100 Continue then 200: the headers of the 1xx block are forgotten", function()
@@ -304,14 +304,12 @@ describe("faults", function()
   describe("bodies", function()
     it("a 1 MiB JSON answer is accepted (fake and raw)", function()
       local blob = string.rep("y", 1024 * 1024)
-      local sk = fake_client{ max_retries = 0 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", body = '{"organizations":[],"blob":"' .. blob .. '"}' } }
-      local res, err = sk:call("OrganizationService_ListOrganization", {})
-      assert.is_nil(err, tostring(err))
-      assert.equal(blob, res.blob)
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 0 },
+        { { match = "/api/", body = '{"organizations":[],"blob":"' .. blob .. '"}' } }, function(sk)
+        local res, err = sk:call(LIST, {})
+        assert.is_nil(err, tostring(err))
+        assert.equal(blob, res.blob)
+      end)
       local rk = raw_client{ max_retries = 0 }
       local r2 = assert(rk.organizations:get("big"))
       assert.equal(1024 * 1024, #r2.blob)
@@ -340,42 +338,33 @@ describe("faults", function()
     }
     for _, case in ipairs(BODIES) do
       it("200 with " .. case[1] .. ": decode, with the status", function()
-        local sk = fake_client{ max_retries = 0 }
-        assert(sk:token())
         local f = { match = "/api/" }
         for k, v in pairs(case[2]) do f[k] = v end
-        srv:faults{ f }
-        local err = fails("decode", sk:call("OrganizationService_ListOrganization", {}))
-        assert.equal(200, err.status)
-        assert.is_false(err.retryable)
-        fake_usable(sk)
-        sk:close()
+        with_fake_faults({ max_retries = 0 }, { f }, function(sk)
+          local err = fails("decode", sk:call(LIST, {}))
+          assert.equal(200, err.status)
+          assert.is_false(err.retryable)
+        end)
       end)
     end
 
     it("200 with an empty body: {} (README: an empty answer gives {})", function()
-      local sk = fake_client{ max_retries = 0 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", empty_body = true } }
-      local res, err = sk:call("OrganizationService_ListOrganization", {})
-      assert.is_nil(err)
-      assert.same({}, res)
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 0 }, { { match = "/api/", empty_body = true } }, function(sk)
+        local res, err = sk:call(LIST, {})
+        assert.is_nil(err)
+        assert.same({}, res)
+      end)
     end)
 
     -- Scalekit answers JSON objects only; a scalar or null must not come back as a
     -- "result" (cjson.null is truthy: `if res then res.id` would raise).
     for _, text in ipairs({ "null", "42", '"text"' }) do
       it("200 with the JSON value " .. text .. ": decode, not a result", function()
-        local sk = fake_client{ max_retries = 0 }
-        assert(sk:token())
-        srv:faults{ { match = "/api/", body = text } }
-        local res, err = sk:call("OrganizationService_GetOrganization", { id = "org_x" })
-        assert.is_nil(res, "got a " .. type(res) .. " as the result")
-        assert.is_true(errors.is(err, "decode"), tostring(err))
-        fake_usable(sk)
-        sk:close()
+        with_fake_faults({ max_retries = 0 }, { { match = "/api/", body = text } }, function(sk)
+          local res, err = sk:call("OrganizationService_GetOrganization", { id = "org_x" })
+          assert.is_nil(res, "got a " .. type(res) .. " as the result")
+          assert.is_true(errors.is(err, "decode"), tostring(err))
+        end)
       end)
     end
 
@@ -386,46 +375,40 @@ describe("faults", function()
     }
     for _, case in ipairs(ERROR_BODIES) do
       it("500 with " .. case[1] .. ": http 500, retryable, not retried automatically", function()
-        local sk = fake_client{ max_retries = 3 }
-        assert(sk:token())
-        srv:faults{ { match = "/api/", status = 500, body = case[2], count = 5 } }
-        local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
-        assert.equal(500, err.status)
-        assert.is_true(err.retryable)
-        assert.is_nil(err.code)
-        assert.matches("^HTTP 500", err.message)
-        assert.equal(1, api_count())
-        fake_usable(sk)
-        sk:close()
+        with_fake_faults({ max_retries = 3 },
+          { { match = "/api/", status = 500, body = case[2], count = 5 } }, function(sk)
+          local err = fails("http", sk:call(LIST, {}))
+          assert.equal(500, err.status)
+          assert.is_true(err.retryable)
+          assert.is_nil(err.code)
+          assert.matches("^HTTP 500", err.message)
+          assert.equal(1, api_count())
+        end)
       end)
     end
 
     it("503 with a non-JSON body: retried max_retries times, then http 503", function()
-      local sk = fake_client{ max_retries = 2 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", status = 503, body = "upstream down", count = 10 } }
-      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
-      assert.equal(503, err.status)
-      assert.equal(3, api_count())
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 2 },
+        { { match = "/api/", status = 503, body = "upstream down", count = 10 } }, function(sk)
+        local err = fails("http", sk:call(LIST, {}))
+        assert.equal(503, err.status)
+        assert.equal(3, api_count())
+      end)
     end)
   end)
 
   describe("redirects", function()
     for _, status in ipairs({ 301, 302, 303, 307, 308 }) do
       it(status .. " is returned as an http error, never followed, the Bearer never sent elsewhere", function()
-        local sk = fake_client{ max_retries = 3 }
-        assert(sk:token())
         local target = rs.url .. "/api/v1/organizations/landing"
-        srv:faults{ { match = "/api/", status = status, body = "", headers = { Location = target } } }
-        local err = fails("http", sk:call("OrganizationService_GetOrganization", { id = "org_1" }))
-        assert.equal(status, err.status)
-        assert.is_false(err.retryable)
-        assert.equal(1, api_count())
-        assert.same({}, rs:requests())
-        fake_usable(sk)
-        sk:close()
+        with_fake_faults({ max_retries = 3 },
+          { { match = "/api/", status = status, body = "", headers = { Location = target } } }, function(sk)
+          local err = fails("http", sk:call("OrganizationService_GetOrganization", { id = "org_1" }))
+          assert.equal(status, err.status)
+          assert.is_false(err.retryable)
+          assert.equal(1, api_count())
+          assert.same({}, rs:requests())
+        end)
       end)
     end
 
@@ -441,15 +424,13 @@ describe("faults", function()
     end)
 
     it("a redirect to the same host is not followed either", function()
-      local sk = fake_client{ max_retries = 0 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", status = 302, body = "",
-                    headers = { Location = "/api/v1/organizations?page_size=1" } } }
-      local err = fails("http", sk:call("OrganizationService_GetOrganization", { id = "org_1" }))
-      assert.equal(302, err.status)
-      assert.equal(1, api_count())
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 0 }, { { match = "/api/", status = 302, body = "",
+                                                headers = { Location = "/api/v1/organizations?page_size=1" } } },
+                       function(sk)
+        local err = fails("http", sk:call("OrganizationService_GetOrganization", { id = "org_1" }))
+        assert.equal(302, err.status)
+        assert.equal(1, api_count())
+      end)
     end)
   end)
 
@@ -535,73 +516,61 @@ describe("faults", function()
 
   describe("429 storms", function()
     it("without Retry-After: max_retries + 1 attempts, then http 429", function()
-      local sk = fake_client{ max_retries = 3 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", status = 429, count = 100 } }
-      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
-      assert.equal(429, err.status)
-      assert.is_true(err.retryable)
-      assert.is_nil(err.retry_after)
-      assert.equal(4, api_count())
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 3 }, { { match = "/api/", status = 429, count = 100 } }, function(sk)
+        local err = fails("http", sk:call(LIST, {}))
+        assert.equal(429, err.status)
+        assert.is_true(err.retryable)
+        assert.is_nil(err.retry_after)
+        assert.equal(4, api_count())
+      end)
     end)
 
     it("with Retry-After: honoured, max_retries + 1 attempts, err.retry_after", function()
-      local sk = fake_client{ max_retries = 2 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", status = 429, retry_after = "0.2", count = 100 } }
-      local t0 = clock()
-      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
-      local took = clock() - t0
-      assert.equal(429, err.status)
-      assert.equal(0.2, err.retry_after)
-      assert.equal(3, api_count())
-      assert.is_true(took >= 0.38, "took " .. took)
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 2 },
+        { { match = "/api/", status = 429, retry_after = "0.2", count = 100 } }, function(sk)
+        local t0 = clock()
+        local err = fails("http", sk:call(LIST, {}))
+        local took = clock() - t0
+        assert.equal(429, err.status)
+        assert.equal(0.2, err.retry_after)
+        assert.equal(3, api_count())
+        assert.is_true(took >= 0.38, "took " .. took)
+      end)
     end)
 
     it("POST is retried on 429 too (the server refused before doing anything)", function()
-      local sk = fake_client{ max_retries = 2 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", status = 429, count = 100 } }
-      fails("http", sk.organizations:create{ display_name = "storm" })
-      assert.equal(3, api_count())
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 2 }, { { match = "/api/", status = 429, count = 100 } }, function(sk)
+        fails("http", sk.organizations:create{ display_name = "storm" })
+        assert.equal(3, api_count())
+      end)
     end)
 
     -- Retry-After: 0 is what many rate limiters send; it must count as a retry like
     -- any other (session.lua used 0 as its "401 renewal" marker: unbounded retries).
     for _, op in ipairs({ "GET", "POST" }) do
       it("Retry-After: 0 storm (" .. op .. "): still max_retries + 1 attempts", function()
-        local sk = fake_client{ max_retries = 2 }
-        assert(sk:token())
-        srv:faults{ { match = "/api/", status = 429, retry_after = 0, count = 50 } }
-        local before = srv:stats().api_requests
-        if op == "GET" then
-          fails("http", sk:call("OrganizationService_ListOrganization", {}))
-        else
-          fails("http", sk.organizations:create{ display_name = "storm" })
-        end
-        assert.equal(3, srv:stats().api_requests - before)
-        fake_usable(sk)
-        sk:close()
+        with_fake_faults({ max_retries = 2 },
+          { { match = "/api/", status = 429, retry_after = 0, count = 50 } }, function(sk)
+          local before = srv:stats().api_requests
+          if op == "GET" then
+            fails("http", sk:call(LIST, {}))
+          else
+            fails("http", sk.organizations:create{ display_name = "storm" })
+          end
+          assert.equal(3, srv:stats().api_requests - before)
+        end)
       end)
     end
 
     it("a Retry-After longer than retry_after_max: one attempt, err.retry_after", function()
-      local sk = fake_client{ max_retries = 3, retry_after_max = 5 }
-      assert(sk:token())
-      srv:faults{ { match = "/api/", status = 429, retry_after = 3600, count = 100 } }
-      local t0 = clock()
-      local err = fails("http", sk:call("OrganizationService_ListOrganization", {}))
-      assert.is_true(clock() - t0 < 1)
-      assert.equal(3600, err.retry_after)
-      assert.equal(1, api_count())
-      fake_usable(sk)
-      sk:close()
+      with_fake_faults({ max_retries = 3, retry_after_max = 5 },
+        { { match = "/api/", status = 429, retry_after = 3600, count = 100 } }, function(sk)
+        local t0 = clock()
+        local err = fails("http", sk:call(LIST, {}))
+        assert.is_true(clock() - t0 < 1)
+        assert.equal(3600, err.retry_after)
+        assert.equal(1, api_count())
+      end)
     end)
 
     it("on the token endpoint: max_retries + 1 attempts, http 429 (not auth)", function()
@@ -618,7 +587,7 @@ describe("faults", function()
       local sk = fake_client{ max_retries = 3 }
       assert(sk:token())
       srv:faults{ { match = "/api/", status = 429, retry_after = 0, count = 3 } }
-      local res, err = sk:call("OrganizationService_ListOrganization", {})
+      local res, err = sk:call(LIST, {})
       assert.is_nil(err, tostring(err))
       assert.is_table(res)
       assert.equal(4, api_count())
