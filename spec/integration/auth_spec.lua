@@ -3,36 +3,18 @@
 -- client's webhook methods. Tokens for the reject cases are signed by the openssl CLI.
 local helpers = require "spec.support.client"
 local server = require "spec.support.fake"
+local proc = require "spec.support.proc"
 local scalekit = require "scalekit"
 local errors = require "scalekit.errors"
 
 local REDIRECT = "https://app.example.com/auth/callback?x=1"
 
-local function shell(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
--- query string → table (values decoded), asserting each key appears once
-local function parse_query(q)
-  local t = {}
-  for k, v in q:gmatch("([^&=]+)=([^&]*)") do
-    assert.is_nil(t[k], "repeated " .. k)
-    t[unescape(k)] = unescape(v)
-  end
-  return t
-end
+local function shell(cmd) return (proc.run(cmd)) end
+local parse_query, url_query = helpers.parse_query, helpers.url_query
 
 -- GET without following redirects: the Location header
 local function location_of(url)
-  local out = shell("curl -s -o /dev/null -w '%{redirect_url}' '" .. url:gsub("'", "'\\''") .. "'")
-  return out
+  return shell("curl -s -o /dev/null -w '%{redirect_url}' " .. proc.quote(url))
 end
 
 describe("auth helpers", function()
@@ -62,8 +44,7 @@ describe("auth helpers", function()
     end)
 
     it("takes scopes as a list and leaves out what is not given", function()
-      local p = parse_query(sk:authorization_url(REDIRECT, { scopes = { "openid", "offline_access" } })
-        :match("%?(.*)$"))
+      local p = url_query(sk:authorization_url(REDIRECT, { scopes = { "openid", "offline_access" } }))
       assert.equal("openid offline_access", p.scope)
       assert.is_nil(p.state)
       assert.is_nil(p.organization_id)
@@ -109,7 +90,7 @@ describe("auth helpers", function()
                                                    organization_id = "org_7" })
       local back = location_of(url)
       assert.truthy(back:find(REDIRECT, 1, true) == 1, back)
-      local p = parse_query(back:match("%?(.*)$"))
+      local p = url_query(back)
       assert.equal(state, p.state)
       assert.is_string(p.code)
 
@@ -131,7 +112,7 @@ describe("auth helpers", function()
 
       local out = sk:logout_url{ id_token_hint = res.id_token, post_logout_redirect_uri = "https://app.example.com/bye",
                                  state = "st" }
-      local lp = parse_query(out:match("%?(.*)$"))
+      local lp = url_query(out)
       assert.equal(res.id_token, lp.id_token_hint)
       assert.equal(srv.url .. "/oidc/logout", out:match("^[^?]+"))
       assert.equal("https://app.example.com/bye?state=st", location_of(out))
@@ -142,7 +123,7 @@ describe("auth helpers", function()
       local function code()
         local back = location_of(sk:authorization_url(REDIRECT, { code_challenge = challenge,
                                                                  code_challenge_method = "S256" }))
-        return parse_query(back:match("%?(.*)$")).code
+        return url_query(back).code
       end
       local res, err = sk:authenticate_with_code(code(), REDIRECT, { code_verifier = scalekit.pkce() })
       assert.is_nil(res)
@@ -156,7 +137,7 @@ describe("auth helpers", function()
 
     it("refuses a used code and a mismatched nonce", function()
       local back = location_of(sk:authorization_url(REDIRECT, { nonce = "good" }))
-      local c = parse_query(back:match("%?(.*)$")).code
+      local c = url_query(back).code
       local res, err = sk:authenticate_with_code(c, REDIRECT, { nonce = "other" })
       assert.is_nil(res)
       assert.equal("auth", err.kind)
@@ -168,7 +149,7 @@ describe("auth helpers", function()
 
     it("refresh_access_token rotates tokens; the old refresh token stops working", function()
       local back = location_of(sk:authorization_url(REDIRECT))
-      local first = assert(sk:authenticate_with_code(parse_query(back:match("%?(.*)$")).code, REDIRECT))
+      local first = assert(sk:authenticate_with_code(url_query(back).code, REDIRECT))
       local second, err = sk:refresh_access_token(first.refresh_token)
       assert.is_nil(err and tostring(err))
       assert.not_equal(first.refresh_token, second.refresh_token)
@@ -244,9 +225,7 @@ describe("auth helpers", function()
       local pem = shell("openssl pkey -in " .. srv.oidc_key .. " -pubout")
       local hs_input = srv:sign_jwt(claims(), { alg = "HS256", kid = srv.oidc_kid }, { raw_signature = "x" })
         :match("^([^.]+%.[^.]+)%.")
-      local f = assert(io.open(srv.prefix .. "/pem.txt", "wb"))
-      f:write(pem)
-      f:close()
+      proc.write_file(srv.prefix .. "/pem.txt", pem)
       local mac = shell("printf %s '" .. hs_input .. "' | openssl dgst -sha256 -mac HMAC -macopt key:\"$(cat "
         .. srv.prefix .. "/pem.txt)\" -binary | openssl base64 -A")
         :gsub("[+/=]", { ["+"] = "-", ["/"] = "_", ["="] = "" })

@@ -4,7 +4,7 @@
 -- Chromium (redirect, authorize, callback, cookie, page, refresh, logout), one refresh
 -- for 20 parallel requests, tampered cookies, bad state and nonce, 502, and the
 -- webhook / interceptor receivers with replays.
-require "spec.support.client" -- package paths for this runtime
+local helpers = require "spec.support.client" -- and the package paths for this runtime
 local server = require "spec.support.fake"
 local launcher = require "spec.support.app"
 local proc = require "spec.support.proc"
@@ -16,12 +16,7 @@ local quote = proc.quote
 local CWD = proc.CWD
 local WEBHOOK_KEY = "gateway test webhook key"
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  local ok, _, rc = p:close()
-  return out, (ok and 0 or rc)
-end
+local sh = proc.run
 
 local function b64url(s) return core.b64url_encode(s) end
 
@@ -39,9 +34,7 @@ local function http(url, opts)
   if opts.follow then cmd[#cmd + 1] = "-L" end
   cmd[#cmd + 1] = quote(url)
   local body = sh(table.concat(cmd, " "))
-  local f = io.open(hfile, "rb")
-  local raw = f and f:read("*a") or ""
-  if f then f:close() end
+  local raw = proc.read_file(hfile) or ""
   os.remove(hfile)
   -- the last response of a redirect chain
   local last = raw:match(".*(HTTP/%d[%.%d]* %d%d%d.-)$") or raw
@@ -58,19 +51,11 @@ end
 
 local function h1(headers, name) return headers[name] and headers[name][1] end
 
-local function query(url)
-  local t = {}
-  for k, v in (url:match("%?(.*)$") or ""):gmatch("([^&=]+)=([^&]*)") do
-    t[k] = v:gsub("%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end)
-  end
-  return t
-end
+local query = helpers.url_query
 
 local function tmpfile(text)
   local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(text or "")
-  f:close()
+  proc.write_file(path, text or "")
   return path
 end
 

@@ -51,6 +51,12 @@ describe("OpenResty", function()
       return "        location = " .. path .. " { " .. (extra or "")
         .. " content_by_lua_block { require(\"spec.support.app_handlers\")." .. handler .. "() } }\n"
     end
+    local function trusting(ca) return "lua_ssl_trusted_certificate " .. ca .. "; lua_ssl_verify_depth 2;" end
+    -- a plain answer, then the handler in the <phase>_by_lua phase
+    local function phase_loc(path, phase, handler)
+      return "        location = " .. path .. " { content_by_lua_block { ngx.say(\"ok\") }\n"
+        .. "            " .. phase .. "_by_lua_block { require(\"spec.support.app_handlers\")." .. handler .. "() } }\n"
+    end
     app = launcher.start{
       workers = 1,
       http = table.concat({
@@ -70,29 +76,15 @@ describe("OpenResty", function()
             set_by_lua_block $sk_result { return require("spec.support.app_handlers").set_phase() }
             return 200 $sk_result;
         }
-        location = /t/log_phase {
-            content_by_lua_block { ngx.say("ok") }
-            log_by_lua_block { require("spec.support.app_handlers").no_io() }
-        }
-        location = /t/header_filter_phase {
-            content_by_lua_block { ngx.say("ok") }
-            header_filter_by_lua_block { require("spec.support.app_handlers").no_io() }
-        }
-        location = /t/body_filter_phase {
-            content_by_lua_block { ngx.say("ok") }
-            body_filter_by_lua_block { require("spec.support.app_handlers").no_io() }
-        }
-        location = /t/log_timer {
-            content_by_lua_block { ngx.say("ok") }
-            log_by_lua_block { require("spec.support.app_handlers").log_with_timer() }
-        }
 ]],
-        loc("/t/tls_good", "call", "lua_ssl_trusted_certificate " .. srv_tls.ca_file
-          .. "; lua_ssl_verify_depth 2;"),
-        loc("/t/tls_wrong", "call", "lua_ssl_trusted_certificate " .. other_ca
-          .. "; lua_ssl_verify_depth 2;"),
+        phase_loc("/t/log_phase", "log", "no_io"),
+        phase_loc("/t/header_filter_phase", "header_filter", "no_io"),
+        phase_loc("/t/body_filter_phase", "body_filter", "no_io"),
+        phase_loc("/t/log_timer", "log", "log_with_timer"),
+        loc("/t/tls_good", "call", trusting(srv_tls.ca_file)),
+        loc("/t/tls_wrong", "call", trusting(other_ca)),
         loc("/t/tls_none", "call"),
-        loc("/t/raw", "raw", "lua_ssl_trusted_certificate " .. rs.ca_file .. "; lua_ssl_verify_depth 2;"),
+        loc("/t/raw", "raw", trusting(rs.ca_file)),
       }),
     }
   end)

@@ -239,17 +239,7 @@ local function assert_no_secret(text, tokens, codes)
   end
 end
 
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function query(url)
-  local t = {}
-  for k, v in (url:match("%?(.*)$") or ""):gmatch("([^&=]+)=([^&]*)") do
-    t[unescape(k)] = unescape(v)
-  end
-  return t
-end
+local unescape, query = creds.unescape, creds.url_query
 
 ---------------------------------------------------------------------------
 -- the specs

@@ -196,23 +196,32 @@ local function record(key, v)
   results():set(key, json.encode(v))
 end
 
+-- A call of the init_by_lua client from the current phase: how it went, on which transport.
+local function init_call()
+  local res, err = init_sk:call(LIST, {})
+  return { ok = res ~= nil, err = err_fields(err), transport = transport_kind(init_sk) }
+end
+
+-- Records init_call() under `key` from a timer (cosockets), where I/O is allowed.
+local function record_from_timer(key)
+  assert(ngx.timer.at(0, function(premature)
+    if premature then return end
+    record(key, init_call())
+  end))
+end
+
 -- init_worker_by_lua: a blocking token fetch (libcurl), then a timer doing a call
 -- (cosockets)
 function _M.init_worker()
   local token, err = init_sk:token()
   record("init_worker", { ok = token ~= nil, err = err_fields(not token and err or nil),
                           transport = transport_kind(init_sk) })
-  assert(ngx.timer.at(0, function(premature)
-    if premature then return end
-    local res, cerr = init_sk:call(LIST, {})
-    record("timer", { ok = res ~= nil, err = err_fields(cerr), transport = transport_kind(init_sk) })
-  end))
+  record_from_timer("timer")
 end
 
 -- GET /t/init_client: the client made in init_by_lua, used from a request
 function _M.init_client()
-  local res, err = init_sk:call(LIST, {})
-  send({ ok = res ~= nil, err = err_fields(err), transport = transport_kind(init_sk) })
+  send(init_call())
 end
 
 -- GET /t/result?key=…
@@ -235,11 +244,7 @@ end
 
 -- log_by_lua done right: the I/O goes to a timer
 function _M.log_with_timer()
-  assert(ngx.timer.at(0, function(premature)
-    if premature then return end
-    local res, err = init_sk:call(LIST, {})
-    record("log_timer", { ok = res ~= nil, err = err_fields(err), transport = transport_kind(init_sk) })
-  end))
+  record_from_timer("log_timer")
 end
 
 return _M

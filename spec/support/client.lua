@@ -49,6 +49,28 @@ function _M.count_requests(srv, pattern)
   return n
 end
 
+--- s with every %XX decoded.
+function _M.unescape(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+--- The fields of a query string (names and values decoded); raises on a repeated name,
+--- which no URL of the client or the fake may carry.
+function _M.parse_query(q)
+  local t = {}
+  for k, v in (q or ""):gmatch("([^&=]+)=([^&]*)") do
+    k = _M.unescape(k)
+    if t[k] ~= nil then error("repeated " .. k, 2) end
+    t[k] = _M.unescape(v)
+  end
+  return t
+end
+
+--- The query fields of a URL (none when it has no "?").
+function _M.url_query(url)
+  return _M.parse_query(url:match("%?(.*)$"))
+end
+
 --- Calls fn(resource, verb, spec) for every method of the resource map, sorted.
 function _M.each_method(fn)
   local map = require("scalekit.resources").MAP

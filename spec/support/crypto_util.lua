@@ -24,26 +24,20 @@ function _M.unhex(h)
   return (h:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end))
 end
 
+local files = require "tools.util"
+local proc = require "spec.support.proc"
+
+--- The file's bytes; raises when it cannot be read.
 function _M.readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
+  return (assert(files.read_file(path)))
 end
 
-function _M.writefile(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+_M.writefile = files.write_file
 
 --- Run a shell command; returns its output (stdout and stderr), raises on a non-zero exit.
 function _M.run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1; echo \"__rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)__rc=(%d+)%s*$")
-  assert(rc == "0", "command failed: " .. cmd .. "\n" .. tostring(body))
+  local body, rc = proc.run(cmd .. " 2>&1")
+  assert(rc == 0, "command failed: " .. cmd .. "\n" .. tostring(body))
   return body
 end
 
