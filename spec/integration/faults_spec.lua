@@ -88,6 +88,19 @@ describe("faults", function()
     return helpers.count_requests(srv, "^/api/")
   end
 
+  -- A core.http handle made with opts refuses `url` with `kind` before sending anything,
+  -- then fetches from the raw server all the same. Returns the refusal's message.
+  local function handle_refuses(opts, url, kind)
+    local h = core.http(opts)
+    local st, got, msg, sent = h:request("GET", url)
+    assert.is_nil(st)
+    assert.equal(kind, got)
+    assert.is_false(sent)
+    assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
+    h:close()
+    return msg
+  end
+
   -- fn(sk) on a client of the fake that holds a token and whose next requests meet
   -- `faults`; the same client must work afterwards.
   local function with_fake_faults(overrides, faults, fn)
@@ -139,14 +152,7 @@ describe("faults", function()
     end)
 
     it("connection refused on core.http: nil, 'network', msg, sent = false; the handle goes on", function()
-      local h = core.http{ timeout = 2 }
-      local st, kind, msg, sent = h:request("GET", "http://127.0.0.1:1/raw/ok")
-      assert.is_nil(st)
-      assert.equal("network", kind)
-      assert.matches("connect", msg)
-      assert.is_false(sent)
-      assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
-      h:close()
+      assert.matches("connect", handle_refuses({ timeout = 2 }, "http://127.0.0.1:1/raw/ok", "network"))
     end)
 
     it("DNS failure: network, retried because nothing was sent, no query leaves the machine", function()
@@ -158,13 +164,7 @@ describe("faults", function()
       -- POST (not idempotent) is retried too: the request surely never left
       fails("network", sk.organizations:create{ display_name = "x" })
       sk:close()
-      local h = core.http{ timeout = 2 }
-      local st, kind, _, sent = h:request("GET", UNRESOLVABLE .. "/raw/ok")
-      assert.is_nil(st)
-      assert.equal("network", kind)
-      assert.is_false(sent)
-      assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
-      h:close()
+      handle_refuses({ timeout = 2 }, UNRESOLVABLE .. "/raw/ok", "network")
     end)
 
     it("connect timeout: 'timeout' after connect_timeout, not after timeout", function()
@@ -178,14 +178,8 @@ describe("faults", function()
         assert.is_true(took >= 0.25 and took < 2, "took " .. took)
         assert.is_true(err.retryable)
         sk:close()
-        local h = core.http{ connect_timeout = 0.3, timeout = 5 }
-        local st, kind, msg, sent = h:request("GET", bh.url .. "/raw/ok")
-        assert.is_nil(st)
-        assert.equal("timeout", kind)
-        assert.matches("[Cc]onnect", msg)
-        assert.is_false(sent)
-        assert.equal(200, (h:request("GET", rs.url .. "/raw/ok")))
-        h:close()
+        assert.matches("[Cc]onnect", handle_refuses({ connect_timeout = 0.3, timeout = 5 }, bh.url .. "/raw/ok",
+                                                    "timeout"))
       end)
       bh:stop()
       assert(ok, e)

@@ -452,11 +452,16 @@ describe("OpenResty", function()
       assert.equal('{"keys":[]}', v.shm)
     end)
 
+    -- an access token of the fake that validate_access_token accepts for the next 10 minutes
+    local function valid_token(sub)
+      local now = os.time()
+      return srv:sign_jwt{ iss = srv.url, sub = sub, aud = { scenarios.CLIENT_ID },
+                           iat = now - 10, nbf = now - 10, exp = now + 600 }
+    end
+
     it("validate_access_token: the JWKS fetched by one client serves the next ones", function()
       srv:reset()
-      local now = os.time()
-      local token = srv:sign_jwt{ iss = srv.url, sub = "usr_1", aud = { scenarios.CLIENT_ID },
-                                  iat = now - 10, nbf = now - 10, exp = now + 600 }
+      local token = valid_token("usr_1")
       local q = "/t/validate?token=" .. enc(token) .. "&url=" .. enc(srv.url)
       for _ = 1, 3 do
         local v = app:get(q .. "&shared_dict=scalekit")
@@ -471,9 +476,7 @@ describe("OpenResty", function()
 
     it("validate_access_token: concurrent first validations in a worker fetch the JWKS once", function()
       srv:reset()
-      local now = os.time()
-      local token = srv:sign_jwt{ iss = srv.url, sub = "usr_2", aud = { scenarios.CLIENT_ID },
-                                  iat = now - 10, nbf = now - 10, exp = now + 600 }
+      local token = valid_token("usr_2")
       srv:faults{ { match = "/keys", delay = 0.3 } }
       -- a url string no earlier test used: a new client with an empty JWKS cache
       local q = "/t/validate_cached?token=" .. enc(token) .. "&url=" .. enc(srv.url .. "/")
