@@ -15,6 +15,7 @@
 enum { SK_H_RETRY_AFTER, SK_H_REQUEST_ID, SK_H_CONTENT_TYPE, SK_H_COUNT };
 #define SK_H_COUNT_API SK_H_CONTENT_TYPE
 #define SK_HVAL_MAX 512
+#define SK_UA_MAX 4096  /* bytes of a User-Agent: far above any real one, below nginx's 8 KiB header lines */
 
 #define SK_MAX_BODY_DEFAULT (16u * 1024u * 1024u)
 #define SK_MAX_BODY_LIMIT (1024u * 1024u * 1024u)  /* 1 GiB: fits an int and a Lua string */
@@ -49,7 +50,7 @@ typedef struct {
     long connect_timeout_ms, timeout_ms;
     size_t max_body;
     char *ca_file, *user_agent, *proxy, *no_proxy;
-    struct curl_slist *extra;  /* lines sent with every request (x-api-version) */
+    struct curl_slist *extra;  /* lines sent with every request (User-Agent, x-api-version) */
 } sk_easy_opts;
 
 /* Read the options of the table at `idx` (`who` names the function in errors); raises
@@ -67,6 +68,8 @@ SK_INTERNAL struct curl_slist *sk_header_lines(lua_State *L, int idx, const char
  * when not NULL. NULL when out of memory. */
 SK_INTERNAL struct curl_slist *sk_base_headers(const sk_easy_opts *o, const char *content_type,
                                                const char *line);
+/* A line of `l` starts with `name` (n bytes, case-insensitive). */
+SK_INTERNAL int sk_has_header(const struct curl_slist *l, const char *name, size_t n);
 /* A number of seconds option as milliseconds (in (0, 86400] s). */
 SK_INTERNAL long sk_opt_ms(lua_State *L, int idx, const char *who, const char *field, double dflt);
 /* "timeout", "tls" or "network". */

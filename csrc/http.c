@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -269,12 +270,21 @@ static struct curl_slist *raw_headers(const sk_http *h, const char *ctype, const
     size_t n;
     if (l == NULL)
         return NULL;
-    /* base_headers starts with Accept: application/json; a raw call sends the caller's */
+    /* base_headers starts with Accept: application/json; a raw call sends the caller's,
+     * and the caller's User-Agent instead of ours */
     if (l->next != NULL) {
         t = l->next;
         l->next = NULL;
         curl_slist_free_all(l);
         l = t;
+    }
+    /* ours is the first extra line, after Expect: (sk_base_headers, sk_easy_opts_read) */
+    if (l->next != NULL && strncasecmp(l->next->data, "User-Agent:", 11) == 0 &&
+        sk_has_header(user, "User-Agent:", 11)) {
+        t = l->next;
+        l->next = t->next;
+        t->next = NULL;
+        curl_slist_free_all(t);
     }
     if (ctype != NULL) {
         n = strlen(ctype) + 16;

@@ -174,7 +174,7 @@ describe("bad input", function()
     end)
 
     it("user_agent of 10 MB: a clear error", function()
-      raises("libcurl", scalekit.new, base{ user_agent = HUGE })
+      raises("option user_agent is longer than 4096 bytes", scalekit.new, base{ user_agent = HUGE })
     end)
 
     it("user_agent with non-UTF-8 bytes is sent as is (obs-text), the call works", function()
@@ -426,7 +426,7 @@ describe("bad input", function()
       raises("NUL or line breaks", core.http, { user_agent = CRLF })
       raises("NUL or line breaks", core.http, { user_agent = "a\nb" })
       raises("option max_body_size must be in %[1024,", core.http, { max_body_size = "big" })
-      raises("libcurl", core.http, { user_agent = HUGE })
+      raises("option user_agent is longer than 4096 bytes", core.http, { user_agent = HUGE })
     end)
 
     -- (size_t) of a negative, NaN or too large double is undefined behaviour: -1 and

@@ -20,6 +20,11 @@ local PROXY_ECHO = [[
                 local h = ngx.req.get_headers()
                 local args = ngx.req.get_uri_args()
                 if args.sleep then ngx.sleep(tonumber(args.sleep)) end
+                if args.ua then  -- every User-Agent line that arrived, in order
+                  local ua = h["user-agent"]
+                  ngx.print(type(ua) == "table" and table.concat(ua, "\n") or ua or "-")
+                  return
+                end
                 ngx.header["Content-Type"] = args.ctype or "text/plain; charset=utf-8"
                 ngx.status = tonumber(args.status) or 200
                 ngx.print(table.concat({ ngx.req.get_method(), ngx.var.uri, ngx.var.args or "",
@@ -96,6 +101,15 @@ describe("API fidelity", function()
       assert.equal("POST|/proxy/gmail/v1/users/me/messages|n=2&q=a%20b|gmail|user@example.com|1|"
         .. "application/x-thing|Bearer |raw \0 bytes", res.body)
       assert.is_nil(res.json)
+    end)
+
+    it("sends one User-Agent: ours, or the caller's in its place", function()
+      local res = assert(sk:proxy_request{ connection_name = "c", identifier = "i", path = "/x",
+                                           query = { ua = 1 } })
+      assert.truthy(res.body:find("^scalekit%-lua/%d+%.%d+%.%d+ %(.+; libcurl/[%d.]+%)$"), res.body)
+      res = assert(sk:proxy_request{ connection_name = "c", identifier = "i", path = "/x",
+                                     query = { ua = 1 }, headers = { ["user-agent"] = "mine/1" } })
+      assert.equal("mine/1", res.body)
     end)
 
     it("encodes a table body as JSON and decodes a JSON answer", function()
@@ -239,8 +253,13 @@ describe("API fidelity", function()
 
     it("the proxy option sends every request through the proxy", function()
       -- 127.0.0.2:9 answers nothing: only the proxy (the fake itself) gets the calls through
-      local c = helpers.new_client(srv, { environment_url = "http://127.0.0.2:9", proxy = srv.url })
+      local c = helpers.new_client(srv, { environment_url = "http://127.0.0.2:9", proxy = srv.url,
+                                          user_agent = "app/2" })
       assert(c.organizations:list{})
+      -- the User-Agent is a header line and libcurl's option at once with a proxy
+      -- (CONNECT reads the option): the request still carries exactly one
+      local reqs = srv:requests()
+      assert.truthy(reqs[#reqs].headers["user-agent"]:find(" app/2$"), reqs[#reqs].headers["user-agent"])
       c:close()
       local dead = helpers.new_client(srv, { environment_url = "http://127.0.0.2:9",
                                              proxy = "http://127.0.0.1:1", max_retries = 0 })
