@@ -7,8 +7,9 @@
 --   sock.read                                          -- bytes handed out so far
 --
 -- receive(n) returns exactly n bytes or nil, "closed", partial; receiveany(max) gives
--- what is left up to min(max, step), nil, "closed" at the end; receive("*l") and
--- receiveuntil are there so that a parser using them would work too.
+-- what is left up to min(max, step), nil, "closed" at the end. Those are the only
+-- reads the parser makes: any other raises, so that a parser starting to use one
+-- shows here first.
 local _M = {}
 
 local Sock = {}
@@ -36,11 +37,6 @@ function Sock:receiveany(max)
 end
 
 function Sock:receive(pat)
-  if pat == "*l" then
-    local i = self.data:find("\n", self.pos, true)
-    if not i then return nil, "closed", take(self, #self.data) end
-    return (take(self, i - self.pos + 1):gsub("\r?\n$", ""))
-  end
   if type(pat) == "number" then
     if pat > self.max_ask then self.max_ask = pat end
     local s = take(self, pat)
@@ -48,18 +44,6 @@ function Sock:receive(pat)
     return s
   end
   error("fake socket: unsupported receive pattern " .. tostring(pat))
-end
-
-function Sock:receiveuntil(pattern)
-  return function(size)
-    local i = self.data:find(pattern, self.pos, true)
-    if not i then return nil, "closed", take(self, #self.data) end
-    local n = i - self.pos
-    if size and n > size then return take(self, size) end
-    local s = take(self, n)
-    take(self, #pattern)
-    return s
-  end
 end
 
 return _M

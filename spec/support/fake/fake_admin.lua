@@ -6,7 +6,6 @@ local http = require("fake_http")
 local store = require("fake_store")
 
 local ngx = ngx
-local json = http.json
 local type = type
 local tonumber = tonumber
 local tostring = tostring
@@ -25,15 +24,11 @@ local function bad(msg)
 end
 
 local function body_table()
-  local body = http.read_body()
-  if body == "" then
-    return {}
+  local v, err = http.json_body("admin body is not valid JSON")
+  if err then
+    return nil, err
   end
-  local okd, v = pcall(json.decode, body)
-  if not okd then
-    return nil, "admin body is not valid JSON"
-  end
-  if v == http.null then
+  if v == nil or v == http.null then
     return {}
   end
   return v

@@ -92,8 +92,17 @@ function _M.send_error(status, message, error_code)
   return _M.send(status, _M.error_body(status, message, error_code))
 end
 
-function _M.now()
-  return ngx.now()
+-- An OAuth 2.0 error answer (RFC 6749 5.2), as the token and OIDC endpoints give.
+function _M.oauth_error(status, err, desc)
+  return _M.send_json(status, { error = err, error_description = desc })
+end
+
+-- The first value of a repeated form or query argument (ngx.req.get_*_args).
+function _M.first(v)
+  if type(v) == "table" then
+    return v[1]
+  end
+  return v
 end
 
 -- RFC 3339 UTC with milliseconds: 2025-03-20T13:55:46.690Z
@@ -105,10 +114,6 @@ function _M.rfc3339(t)
     s, ms = s + 1, 0
   end
   return os.date("!%Y-%m-%dT%H:%M:%S", s) .. str_format(".%03dZ", ms)
-end
-
-function _M.config(key)
-  return CONFIG:get(key)
 end
 
 -- Request id, monotonic over the life of the server (not reset).
@@ -153,6 +158,20 @@ function _M.read_body()
   end
   ctx.skfake_body = body or ""
   return ctx.skfake_body
+end
+
+-- The request body decoded as JSON: nil when it is empty, nil and `invalid` when it
+-- is not JSON.
+function _M.json_body(invalid)
+  local body = _M.read_body()
+  if body == "" then
+    return nil
+  end
+  local ok, v = pcall(json.decode, body)
+  if ok then
+    return v
+  end
+  return nil, invalid
 end
 
 -- Counts and logs one /oauth or /api request. kind: "api" | "oauth"

@@ -25,14 +25,7 @@ local function b64url(s)
   return (ngx.encode_base64(s):gsub("[+/=]", { ["+"] = "-", ["/"] = "_", ["="] = "" }))
 end
 
-local function oauth_error(status, err, desc)
-  return http.send_json(status, { error = err, error_description = desc })
-end
-
-local function first(v)
-  if type(v) == "table" then return v[1] end
-  return v
-end
+local oauth_error, first = http.oauth_error, http.first
 
 local function issuer()
   return ngx.var.scheme .. "://" .. (ngx.var.http_host or ("127.0.0.1:" .. ngx.var.server_port))

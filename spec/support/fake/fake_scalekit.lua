@@ -51,16 +51,7 @@ end
 -- POST /oauth/token
 ---------------------------------------------------------------------------
 
-local function oauth_error(status, err, desc)
-  return http.send_json(status, { error = err, error_description = desc })
-end
-
-local function first(v)
-  if type(v) == "table" then
-    return v[1]
-  end
-  return v
-end
+local oauth_error, first = http.oauth_error, http.first
 
 function _M.token()
   local _, method = http.begin("oauth")
@@ -135,15 +126,7 @@ end
 ---------------------------------------------------------------------------
 
 local function decode_json_body()
-  local body = http.read_body()
-  if body == "" then
-    return nil
-  end
-  local ok, v = pcall(json.decode, body)
-  if ok then
-    return v
-  end
-  return nil, "request body is not valid JSON"
+  return http.json_body("request body is not valid JSON")
 end
 
 local function echo()
