@@ -457,6 +457,4 @@ function Server:__tostring()
   return "fake scalekit " .. tostring(self.url)
 end
 
-_M.Server = Server
-
 return _M
