@@ -106,8 +106,12 @@ local ok, err = pcall(function()
     row("callgrind: raw libcurl loop", ("%.1f"):format(cg.raw / 1000), "k instr", "per call, start-up subtracted")
     row("callgrind: http:request (C core alone)", ("%.1f"):format(cg.core / 1000), "k instr",
         ("ratio %.2f of raw libcurl"):format(cg.core_ratio))
+    row("callgrind: http:request + cjson.decode", ("%.1f"):format(cg.floor / 1000), "k instr",
+        ("ratio %.2f of raw libcurl: the floor of a decoding client"):format(cg.floor_ratio))
     row("callgrind: sk:call GetOrganization", ("%.1f"):format(cg.call / 1000), "k instr",
         ("ratio %.2f of raw libcurl (%d calls; wall-clock ratio %.2f)"):format(cg.ratio, cg.calls, ratio_mod))
+    notes[#notes + 1] = ("callgrind: the client layer over the decode floor: %.1f k instructions per call "
+      .. "(sk:call at %.2f of the floor)"):format((cg.call - cg.floor) / 1000, cg.over_floor)
     notes[#notes + 1] = "callgrind by library, thousands of instructions per call:"
     for _, l in ipairs(require("bench.callgrind").report(cg)) do notes[#notes + 1] = "  " .. l end
   end

@@ -83,8 +83,10 @@ end
 
 --- Measure on a running fake: `url` its base URL, `id` an organization, `token` a
 --- valid token (for the raw loop). opts: calls (2000), warm (20), lua ("lua5.4").
---- Returns {call =, core =, raw =, ratio =, core_ratio =, by = {call =, raw =, core =}}
---- (instructions per call; ratio = raw / call, 1.0 meaning as lean as raw libcurl).
+--- Returns {call =, core =, floor =, raw =, ratio =, core_ratio =, floor_ratio =,
+--- over_floor =, by = {call =, core =, floor =, raw =}} (instructions per call; ratio =
+--- raw / call, 1.0 meaning as lean as raw libcurl; floor: core + cjson decode, and
+--- over_floor = floor / call, 1.0 meaning the client layer costs nothing).
 function _M.measure(url, id, token, opts)
   opts = opts or {}
   local calls, warm, lua = opts.calls or 2000, opts.warm or 20, opts.lua or "lua5.4"
@@ -103,6 +105,13 @@ function _M.measure(url, id, token, opts)
       return ("%s bench/cg_call.lua %s %s 0 %d core"):format(lua, q(url), q(id), n)
     end, warm, calls, tmp)
     r.core_ratio = r.raw / r.core
+    -- the floor of any client that hands back Lua tables: the C core plus one
+    -- lua-cjson decode of the same answer, with no client around them
+    r.floor, r.by.floor = per_call(function(n)
+      return ("%s bench/cg_call.lua %s %s 0 %d decode"):format(lua, q(url), q(id), n)
+    end, warm, calls, tmp)
+    r.floor_ratio = r.raw / r.floor
+    r.over_floor = r.floor / r.call
   end
   r.ratio = r.raw / r.call
   r.calls = calls
@@ -112,10 +121,11 @@ end
 --- The breakdown as text lines (thousands of instructions per call).
 function _M.report(r)
   local lines = {}
-  local cols = { "call", "core", "raw" }
+  local cols = { "call", "floor", "core", "raw" }
   local head = ("%-20s"):format("k instr/call")
   for _, c in ipairs(cols) do
-    if r.by[c] then head = head .. ("%10s"):format(c == "call" and "sk:call" or c == "core" and "http:req" or "raw") end
+    local names = { call = "sk:call", floor = "+decode", core = "http:req", raw = "raw" }
+    if r.by[c] then head = head .. ("%10s"):format(names[c]) end
   end
   lines[#lines + 1] = head
   for _, cat in ipairs(_M.CATEGORIES) do
@@ -155,9 +165,10 @@ if not pcall(debug.getlocal, 4, 1) then
       lua = os.getenv("BENCH_LUA") or "lua5.4",
     })
     sk:close()
-    print(("callgrind, %d calls: sk:call %.1f k instr/call, http:request %.1f k, raw libcurl %.1f k; "
-           .. "ratio %.2f (http:request %.2f)"):format(r.calls, r.call / 1000, r.core / 1000, r.raw / 1000,
-                                                       r.ratio, r.core_ratio))
+    print(("callgrind, %d calls: sk:call %.1f k instr/call, http:request + cjson.decode %.1f k, "
+           .. "http:request %.1f k, raw libcurl %.1f k; ratio %.2f (decode floor %.2f, http:request %.2f)")
+          :format(r.calls, r.call / 1000, r.floor / 1000, r.core / 1000, r.raw / 1000, r.ratio,
+                  r.floor_ratio, r.core_ratio))
     for _, l in ipairs(_M.report(r)) do print(l) end
   end)
   srv:stop()
