@@ -46,33 +46,27 @@ local ok, err = pcall(function()
     assert(rate, "raw_curl failed: " .. out)
     return tonumber(rate), tonumber(size)
   end
-  local function module_rate()
+  -- calls per second of `one` (one call; false when it failed) over SECONDS
+  local function rate(one)
     local calls, t0 = 0, core.monotonic()
     local t
     repeat
       for _ = 1, 50 do
-        local res = sk:call("OrganizationService_GetOrganization", { id = id })
-        if not res then error("call failed") end
+        if not one() then error("call failed") end
       end
       calls = calls + 50
       t = core.monotonic()
     until t - t0 >= SECONDS
     return calls / (t - t0)
   end
-
+  local params = { id = id }
+  local function module_rate()
+    return rate(function() return sk:call("OrganizationService_GetOrganization", params) end)
+  end
   -- the C core alone: one attempt, body returned as a string, nothing decoded
   local http = sk._s.transport.http
   local function core_rate()
-    local calls, t0 = 0, core.monotonic()
-    local t
-    repeat
-      for _ = 1, 50 do
-        if not http:request("GET", url, nil, "json", token) then error("request failed") end
-      end
-      calls = calls + 50
-      t = core.monotonic()
-    until t - t0 >= SECONDS
-    return calls / (t - t0)
+    return rate(function() return http:request("GET", url, nil, "json", token) end)
   end
 
   -- Interleave short rounds so that the three loops see the same machine weather,

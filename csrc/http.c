@@ -259,6 +259,25 @@ static int push_failure(lua_State *L, const char *kind, const char *msg, int sen
     return 5;
 }
 
+/* `l` with the line prefix + value appended (the copy wiped: it may be the token);
+ * on failure `l` is freed and NULL returned. */
+static struct curl_slist *append_line(struct curl_slist *l, const char *prefix, const char *value)
+{
+    size_t pn = strlen(prefix), vn = strlen(value);
+    struct curl_slist *t = NULL;
+    char *line = (char *)malloc(pn + vn + 1);
+    if (line != NULL) {
+        memcpy(line, prefix, pn);
+        memcpy(line + pn, value, vn + 1);
+        t = curl_slist_append(l, line);
+        OPENSSL_cleanse(line, pn + vn);
+        free(line);
+    }
+    if (t == NULL)
+        curl_slist_free_all(l);
+    return t;
+}
+
 /* Headers of a raw request (sk:proxy_request): Expect:, the handle's extra lines, the
  * caller's Content-Type, the Bearer and the caller's lines, in a list of its own
  * (freed, and wiped for the token, after the request). NULL when out of memory. */
@@ -266,8 +285,6 @@ static struct curl_slist *raw_headers(const sk_http *h, const char *ctype, const
                                       const struct curl_slist *user)
 {
     struct curl_slist *l = sk_base_headers(&h->opts, NULL, NULL), *t;
-    char *line = NULL;
-    size_t n;
     if (l == NULL)
         return NULL;
     /* base_headers starts with Accept: application/json; a raw call sends the caller's,
@@ -286,40 +303,18 @@ static struct curl_slist *raw_headers(const sk_http *h, const char *ctype, const
         t->next = NULL;
         curl_slist_free_all(t);
     }
-    if (ctype != NULL) {
-        n = strlen(ctype) + 16;
-        if ((line = (char *)malloc(n)) == NULL)
-            goto fail;
-        snprintf(line, n, "Content-Type: %s", ctype);
-        if ((t = curl_slist_append(l, line)) == NULL)
-            goto fail;
-        l = t;
-        free(line);
-        line = NULL;
-    }
-    if (tok != NULL) {
-        n = strlen(tok) + 24;
-        if ((line = (char *)malloc(n)) == NULL)
-            goto fail;
-        snprintf(line, n, "Authorization: Bearer %s", tok);
-        t = curl_slist_append(l, line);
-        OPENSSL_cleanse(line, n);
-        free(line);
-        line = NULL;
-        if (t == NULL)
-            goto fail;
-        l = t;
-    }
+    if (ctype != NULL && (l = append_line(l, "Content-Type: ", ctype)) == NULL)
+        return NULL;
+    if (tok != NULL && (l = append_line(l, AUTH_PREFIX, tok)) == NULL)
+        return NULL;
     for (; user != NULL; user = user->next) {
-        if ((t = curl_slist_append(l, user->data)) == NULL)
-            goto fail;
+        if ((t = curl_slist_append(l, user->data)) == NULL) {
+            free_wiped(l);  /* holds the token */
+            return NULL;
+        }
         l = t;
     }
     return l;
-fail:
-    free(line);
-    curl_slist_free_all(l);
-    return NULL;
 }
 
 /* The message of a failed transfer; one that came from the proxy says so. */

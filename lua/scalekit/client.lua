@@ -86,9 +86,8 @@ end
 ---@return table op entry of scalekit.operations
 ---@return string path
 ---@return string|nil body
-function _M.prepare(client, operation_id, params)
-  local op = operations[operation_id]
-  if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
+-- path-and-query and body text of `op` (checked by request.build)
+local function build(client, operation_id, op, params)
   local path, body = request.build(operation_id, op, params, rawget(client, "_strict"))
   local text
   if body ~= nil then
@@ -97,7 +96,13 @@ function _M.prepare(client, operation_id, params)
   elseif op.body == "required" then
     text = "{}"
   end
-  return op, path, text
+  return path, text
+end
+
+function _M.prepare(client, operation_id, params)
+  local op = operations[operation_id]
+  if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
+  return op, build(client, operation_id, op, params)
 end
 
 local function live(self)
@@ -146,14 +151,8 @@ function Client:call(operation_id, params)
     end
   end
   if not url then
-    local op = p.op
-    local path, body = request.build(operation_id, op, params, rawget(self, "_strict"))
-    if body ~= nil then
-      text = json_encode(body)
-      if not text then misuse("%s: body cannot be encoded as JSON", operation_id) end
-    elseif op.body == "required" then
-      text = "{}"
-    end
+    local path
+    path, text = build(self, operation_id, p.op, params)
     url = s.base_url .. path
   end
   return s:call(p.method, url, text, operation_id, p.empty, p.compressed, p.raw)

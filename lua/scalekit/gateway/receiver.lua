@@ -74,7 +74,7 @@ end
 local BAD_REQUEST = { webhook_missing_header = true, webhook_bad_timestamp = true }
 
 -- verify and claim the id; the decoded body, or the answer already sent
-local function receive(client, what, opts, dict)
+local function verify(client, what, opts, dict)
   if ngx.req.get_method() ~= "POST" then
     ngx.header["Allow"] = "POST"
     return nil, answer(405, { error = "method_not_allowed" })
@@ -110,6 +110,15 @@ local function receive(client, what, opts, dict)
   return doc, key
 end
 
+-- check the options, verify and claim the id: the options, the dict, the decoded
+-- body and its key; or no body, the answer already sent
+local function receive(client, what, opts)
+  local dict
+  opts, dict = check(client, what, opts)
+  local doc, key = verify(client, what, opts, dict)
+  return opts, dict, doc, key
+end
+
 local function run(dict, key, what, handler, doc)
   local ok, a, b = xpcall(handler, traceback, doc)
   if not ok then
@@ -121,18 +130,16 @@ local function run(dict, key, what, handler, doc)
 end
 
 function _M.webhook(client, opts)
-  local dict
-  opts, dict = check(client, "webhook_receiver", opts)
-  local event, key = receive(client, "webhook_receiver", opts, dict)
+  local dict, event, key
+  opts, dict, event, key = receive(client, "webhook_receiver", opts)
   if not event then return end
   if not run(dict, key, "webhook_receiver", opts.handler, event) then return answer(500) end
   return answer(204)
 end
 
 function _M.interceptor(client, opts)
-  local dict
-  opts, dict = check(client, "interceptor_receiver", opts)
-  local payload, key = receive(client, "interceptor_receiver", opts, dict)
+  local dict, payload, key
+  opts, dict, payload, key = receive(client, "interceptor_receiver", opts)
   if not payload then return end
   local ok, decision, extra = run(dict, key, "interceptor_receiver", opts.handler, payload)
   if not ok then return answer(500) end
