@@ -78,14 +78,6 @@ function _M.new(cfg, session)
   }, Client_mt)
 end
 
---- The operation, path-and-query and JSON body text of one call, built and checked
---- (sk:call and sk:batch). Raises on misuse.
----@param client scalekit.Client
----@param operation_id string
----@param params table?
----@return table op entry of scalekit.operations
----@return string path
----@return string|nil body
 -- path-and-query and body text of `op` (checked by request.build)
 local function build(client, operation_id, op, params)
   local path, body = request.build(operation_id, op, params, rawget(client, "_strict"))
@@ -99,6 +91,14 @@ local function build(client, operation_id, op, params)
   return path, text
 end
 
+--- The operation, path-and-query and JSON body text of one call, built and checked
+--- (sk:call and sk:batch). Raises on misuse.
+---@param client scalekit.Client
+---@param operation_id string
+---@param params table?
+---@return table op entry of scalekit.operations
+---@return string path
+---@return string|nil body
 function _M.prepare(client, operation_id, params)
   local op = operations[operation_id]
   if not op then misuse("unknown operation '%s'", tostring(operation_id)) end
