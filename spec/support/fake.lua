@@ -116,16 +116,25 @@ end
 -- nginx.conf
 ---------------------------------------------------------------------------
 
--- "a/?.lua;/b/?.lua" -> "<cwd>/a/?.lua;/b/?.lua;": the nginx workers do not
--- run in our working directory, so relative entries are made absolute.
-local function path_prefix(entries)
+-- "a/?.lua;/b/?.lua" -> "<prefix>/mod1/?.lua;<prefix>/mod2/?.lua;": the nginx
+-- workers run as nobody, elsewhere, and may not read the caller's directories (a
+-- checkout in a 0700 `mktemp -d`), so the directory of each entry is copied into the
+-- prefix, readable by all. Entries of nginx's own ($prefix…) stay as they are.
+local function path_prefix(entries, prefix, tag)
   if not entries or entries == "" then
     return ""
   end
   local out = {}
   for e in entries:gmatch("[^;]+") do
-    if e:sub(1, 1) ~= "/" and e:sub(1, 1) ~= "$" then
-      e = CWD .. "/" .. e:gsub("^%./", "")
+    local q = e:find("?", 1, true)
+    if e:sub(1, 1) ~= "$" and q then
+      local dir, rest = e:sub(1, q - 1):gsub("/$", ""), e:sub(q)
+      if dir:sub(1, 1) ~= "/" then dir = CWD .. "/" .. dir:gsub("^%./", "") end
+      local dest = ("%s/%s%d"):format(prefix, tag, #out + 1)
+      assert(sh(("rm -rf %s && mkdir -p %s && cp -R %s/. %s/ && chmod -R a+rX %s")
+        :format(quote(dest), quote(dest), quote(dir), quote(dest), quote(dest))),
+        "fake scalekit: cannot copy " .. dir)
+      e = dest .. "/" .. rest
     end
     out[#out + 1] = e
   end
@@ -176,7 +185,7 @@ local ROUTES = {
 }
 
 local function nginx_conf(self, prefix, port)
-  local cpath = path_prefix(self.opts.lua_package_cpath)
+  local cpath = path_prefix(self.opts.lua_package_cpath, prefix, "lib")
   if cpath:sub(-1) == ";" then
     cpath = cpath:sub(1, -2)
   end
@@ -195,7 +204,7 @@ local function nginx_conf(self, prefix, port)
     http = {
       proc.render(HTTP, {
         PREFIX = prefix,
-        LUA_PACKAGE_PATH = path_prefix(self.opts.lua_package_path),
+        LUA_PACKAGE_PATH = path_prefix(self.opts.lua_package_path, prefix, "mod"),
         LUA_PACKAGE_CPATH = cpath,
         DATA_SIZE = self.opts.data_size or _M.DATA_SIZE,
       }, "fake scalekit: nginx.conf uses"),
