@@ -68,29 +68,40 @@ local ok, err = pcall(function()
   local function core_rate()
     return rate(function() return http:request("GET", url, nil, "json", token) end)
   end
+  -- the floor of any client that returns Lua tables: the core and one lua-cjson decode
+  local decode = require("scalekit.json").decode
+  local function floor_rate()
+    return rate(function()
+      local _, body = http:request("GET", url, nil, "json", token)
+      return body and decode(body)
+    end)
+  end
 
-  -- Interleave short rounds so that the three loops see the same machine weather,
+  -- Interleave short rounds so that the four loops see the same machine weather,
   -- and report medians: of the rates, and of the per-round ratios (robust to a VM
   -- neighbour stealing one round).
-  local raws, mods, cores, rmod, rcore, size = {}, {}, {}, {}, {}, 0
+  local raws, mods, cores, floors, rmod, rcore, rfloor, size = {}, {}, {}, {}, {}, {}, {}, 0
   local before = srv:stats().tokens_issued
   for i = 1, ROUNDS do
     local r, s = raw()
     size = s
-    local m, c = module_rate(), core_rate()
-    raws[i], mods[i], cores[i], rmod[i], rcore[i] = r, m, c, m / r, c / r
+    local m, c, f = module_rate(), core_rate(), floor_rate()
+    raws[i], mods[i], cores[i], floors[i] = r, m, c, f
+    rmod[i], rcore[i], rfloor[i] = m / r, c / r, f / r
   end
   local function median(t)
     table.sort(t)
     local n = #t
     return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
   end
-  local best_raw, best_mod, best_core = median(raws), median(mods), median(cores)
-  local ratio_mod, ratio_core = median(rmod), median(rcore)
+  local best_raw, best_mod, best_core, best_floor = median(raws), median(mods), median(cores), median(floors)
+  local ratio_mod, ratio_core, ratio_floor = median(rmod), median(rcore), median(rfloor)
   local tokens = srv:stats().tokens_issued - before
   row("raw libcurl keep-alive loop (C)", ("%.0f"):format(best_raw), "calls/s", size .. "-byte answer")
   row("scalekit.core http:request (C core alone)", ("%.0f"):format(best_core), "calls/s",
       ("ratio %.2f of raw libcurl"):format(ratio_core))
+  row("http:request + cjson.decode (the floor)", ("%.0f"):format(best_floor), "calls/s",
+      ("ratio %.2f of raw libcurl"):format(ratio_floor))
   row("sk:call GetOrganization (JSON decoded)", ("%.0f"):format(best_mod), "calls/s",
       ("ratio %.2f of raw libcurl"):format(ratio_mod))
   row("token requests during the sk:call runs", tostring(tokens), "", "cached token reused")
