@@ -181,6 +181,37 @@ struct curl_slist *sk_header_lines(lua_State *L, int idx, const char *what)
     return l;
 }
 
+/* The first of `names` set and not empty in the environment, copied (NULL when none
+ * is): an empty variable counts as unset, as in curl_getenv. */
+static char *first_env(lua_State *L, const char *const *names)
+{
+    for (; *names != NULL; names++) {
+        const char *v = getenv(*names);
+        if (v != NULL && *v != '\0') {
+            char *copy = strdup(v);
+            if (copy == NULL)
+                luaL_error(L, "scalekit: out of memory");
+            return copy;
+        }
+    }
+    return NULL;
+}
+
+/* libcurl's own lookup (url.c, detect_proxy and the no_proxy check), done once
+ * instead of on every request: <scheme>_proxy, then its uppercase form except
+ * HTTP_PROXY (which a CGI client could set through a Proxy: header), then all_proxy
+ * and ALL_PROXY; no_proxy, then NO_PROXY. */
+static void env_proxies(lua_State *L, sk_easy_opts *o)
+{
+    static const char *const http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+    static const char *const https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL};
+    static const char *const no[] = {"no_proxy", "NO_PROXY", NULL};
+    o->env_http = first_env(L, http);
+    o->env_https = first_env(L, https);
+    if ((o->env_no_proxy = first_env(L, no)) == NULL && (o->env_no_proxy = strdup("")) == NULL)
+        luaL_error(L, "scalekit: out of memory");
+}
+
 /* The User-Agent goes out as the first extra header line, not as CURLOPT_USERAGENT:
  * libcurl 7.88 formats that option into every request twice, byte by byte (about
  * 185 instructions a byte against 83 for a list line: 4 k per call for ours). The
@@ -225,6 +256,7 @@ void sk_easy_opts_read(lua_State *L, int idx, const char *who, sk_easy_opts *o)
     o->user_agent = opt_string(L, idx, who, "user_agent");
     o->proxy = opt_string(L, idx, who, "proxy");
     o->no_proxy = opt_string(L, idx, who, "no_proxy");
+    env_proxies(L, o);
     lua_getfield(L, idx, "headers");
     o->extra = sk_header_lines(L, -1, "headers");
     lua_pop(L, 1);
@@ -248,25 +280,24 @@ void sk_easy_opts_free(sk_easy_opts *o)
 {
     free(o->ca_file);
     free(o->user_agent);
+    free(o->env_http);
+    free(o->env_https);
+    free(o->env_no_proxy);
     free(o->proxy);
     free(o->no_proxy);
     o->ca_file = o->user_agent = o->proxy = o->no_proxy = NULL;
+    o->env_http = o->env_https = o->env_no_proxy = NULL;
     curl_slist_free_all(o->extra);
     o->extra = NULL;
 }
 
-/* A proxy libcurl would take from the environment (its names: http_proxy is
- * lowercase only), read when the handle is made. */
-static int proxy_in_environment(void)
+const char *sk_easy_proxy(const sk_easy_opts *o, const char *url)
 {
-    static const char *const names[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
-    size_t i;
-    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
-        const char *v = getenv(names[i]);
-        if (v != NULL && *v != '\0')
-            return 1;
-    }
-    return 0;
+    const char *p;
+    if (o->proxy != NULL)
+        return o->proxy;
+    p = strncasecmp(url, "https:", 6) == 0 ? o->env_https : o->env_http;
+    return p != NULL ? p : "";
 }
 
 const char *sk_easy_configure(CURL *c, const sk_easy_opts *o, sk_response *r, char *errbuf)
@@ -294,12 +325,10 @@ const char *sk_easy_configure(CURL *c, const sk_easy_opts *o, sk_response *r, ch
 #endif
     if (o->ca_file != NULL)
         SET(CURLOPT_CAINFO, o->ca_file);
-    if (o->user_agent != NULL && (o->proxy != NULL || proxy_in_environment()))
+    /* (CURLOPT_PROXY is set per request: sk_easy_proxy) */
+    if (o->user_agent != NULL && ((o->proxy != NULL && *o->proxy) || o->env_http || o->env_https))
         SET(CURLOPT_USERAGENT, o->user_agent);
-    if (o->proxy != NULL)
-        SET(CURLOPT_PROXY, o->proxy);
-    if (o->no_proxy != NULL)
-        SET(CURLOPT_NOPROXY, o->no_proxy);
+    SET(CURLOPT_NOPROXY, o->no_proxy != NULL ? o->no_proxy : o->env_no_proxy != NULL ? o->env_no_proxy : "");
 #undef SET
     return rc == CURLE_OK ? NULL : curl_easy_strerror(rc);
 }

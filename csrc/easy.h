@@ -50,6 +50,10 @@ typedef struct {
     long connect_timeout_ms, timeout_ms;
     size_t max_body;
     char *ca_file, *user_agent, *proxy, *no_proxy;
+    /* the environment's proxies, read once when the options are read (see
+     * sk_easy_proxy): for http:// URLs, for https:// URLs, and NO_PROXY ("" when
+     * unset) */
+    char *env_http, *env_https, *env_no_proxy;
     struct curl_slist *extra;  /* lines sent with every request (User-Agent, x-api-version) */
 } sk_easy_opts;
 
@@ -61,6 +65,10 @@ SK_INTERNAL void sk_easy_opts_free(sk_easy_opts *o);
  * no redirects, http/https only, TLS peer and host verification, keep-alive, the
  * timeouts, CA file, User-Agent and proxy. NULL or a message. */
 SK_INTERNAL const char *sk_easy_configure(CURL *c, const sk_easy_opts *o, sk_response *r, char *errbuf);
+/* The proxy of a request to `url`: the `proxy` option, else the environment's for
+ * the URL's scheme, else "" (none). Set as CURLOPT_PROXY on every request, it keeps
+ * libcurl from reading six environment variables per request. */
+SK_INTERNAL const char *sk_easy_proxy(const sk_easy_opts *o, const char *url);
 /* A list of "Name: value" lines (no NUL, CR or LF) as a curl_slist (NULL when empty or
  * absent); raises on misuse, freeing what it built. */
 SK_INTERNAL struct curl_slist *sk_header_lines(lua_State *L, int idx, const char *what);

@@ -44,6 +44,7 @@ typedef struct {
     char *set_url;                 /* copy of the URL last set, NUL-terminated */
     size_t set_url_len, set_url_cap;
     int set_url_valid;
+    const char *set_proxy;         /* what sk_easy_proxy gave last (NULL: unknown) */
 
     sk_response resp;              /* the answer being received (easy.c callbacks) */
     sk_easy_opts opts;             /* timeouts, CA, User-Agent, proxy, extra lines */
@@ -111,6 +112,7 @@ static const char *configure(sk_http *h)
     h->set_method = M_GET;  /* a new handle's default */
     h->set_hdrs = NULL;
     h->set_url_valid = 0;
+    h->set_proxy = NULL;
     h->set_encoding = -1;
     return sk_easy_configure(h->curl, &h->opts, &h->resp, h->errbuf);
 }
@@ -465,6 +467,13 @@ static int http_request(lua_State *L)
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
     }
     set_url(h, url, ulen);
+    {
+        const char *proxy = sk_easy_proxy(&h->opts, url);
+        if (proxy != h->set_proxy) {
+            curl_easy_setopt(c, CURLOPT_PROXY, proxy);
+            h->set_proxy = proxy;
+        }
+    }
     if (hdrs != h->set_hdrs) {
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
         h->set_hdrs = hdrs;

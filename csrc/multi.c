@@ -342,6 +342,7 @@ static int multi_add(lua_State *L)
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROXY, sk_easy_proxy(&m->opts, url));
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     x->id = id;
     x->rc = CURLE_OK;

@@ -270,6 +270,48 @@ describe("API fidelity", function()
       assert.has_error(function() helpers.new_client(srv, { proxy = "socks5://x:1" }) end)
     end)
 
+    -- The environment's proxies are read once, when the client is made (the C core
+    -- sets CURLOPT_PROXY itself instead of letting libcurl read six variables per
+    -- request), by curl's own rules. Each case is a child process with that
+    -- environment, calling through the fake as the proxy of an unreachable host.
+    it("the environment's proxies, by curl's rules, read when the client is made", function()
+      local proc = require "spec.support.proc"
+      local script = os.tmpname()
+      finally(function() os.remove(script) end)
+      proc.write_file(script, [[
+        local helpers = require "spec.support.client"
+        local sk = require("scalekit").new{ environment_url = "http://127.0.0.2:9",
+          client_id = helpers.CLIENT_ID, client_secret = helpers.CLIENT_SECRET, max_retries = 0,
+          proxy = arg[1] ~= "" and arg[1] or nil, user_agent = "envproxy/1" }
+        local res, err = sk.organizations:list{}
+        io.write(res and "ok" or err.kind)
+        sk:close()
+      ]])
+      local function call(env, proxy_option)
+        local out = proc.run(("cd %s && env -u http_proxy -u https_proxy -u HTTPS_PROXY -u HTTP_PROXY "
+          .. "-u all_proxy -u ALL_PROXY -u no_proxy -u NO_PROXY %s %s %s %s 2>&1")
+          :format(proc.quote(proc.CWD), env, helpers.LUA, proc.quote(script), proc.quote(proxy_option or "")))
+        return out
+      end
+      local via = srv.url
+      assert.equal("ok", call("http_proxy=" .. via))
+      assert.equal("ok", call("ALL_PROXY=" .. via))
+      -- the scheme's own variable comes first; an empty one counts as unset
+      assert.equal("network", call("http_proxy=http://127.0.0.1:1 ALL_PROXY=" .. via))
+      assert.equal("ok", call("http_proxy= ALL_PROXY=" .. via))
+      -- HTTP_PROXY is not read for http:// (a CGI client can set it with a Proxy: header)
+      assert.equal("network", call("HTTP_PROXY=" .. via))
+      -- https_proxy is for https:// URLs only
+      assert.equal("network", call("https_proxy=" .. via))
+      assert.equal("network", call("http_proxy=" .. via .. " no_proxy=127.0.0.2"))
+      assert.equal("network", call("http_proxy=" .. via .. " NO_PROXY=*"))
+      -- the proxy option wins over the environment, and no_proxy still applies to it
+      assert.equal("ok", call("http_proxy=http://127.0.0.1:1", via))
+      -- through an environment proxy the request still carries one User-Agent
+      local reqs = srv:requests()
+      assert.truthy(reqs[#reqs].headers["user-agent"]:find(" envproxy/1$"), reqs[#reqs].headers["user-agent"])
+    end)
+
     it("api_version goes out as x-api-version", function()
       local c = helpers.new_client(srv, { api_version = "2025-01-01" })
       assert(c.organizations:list{})
