@@ -7,7 +7,7 @@
 --   BENCH_CG_CALLS                 calls under callgrind (2000; 0 skips it)
 --   BENCH_ONLY=call                the sk:call rows only (no naive, no paging)
 package.path = "lua/?.lua;lua/?/init.lua;./?.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
+package.cpath = (rawget(_G, "jit") and "build-luajit/?.so;" or "build/?.so;") .. package.cpath
 
 local server = require "spec.support.fake"
 local scalekit = require "scalekit"
@@ -119,6 +119,16 @@ local ok, err = pcall(function()
       .. "(sk:call at %.2f of the floor)"):format((cg.call - cg.floor) / 1000, cg.over_floor)
     notes[#notes + 1] = "callgrind by library, thousands of instructions per call:"
     for _, l in ipairs(require("bench.callgrind").report(cg)) do notes[#notes + 1] = "  " .. l end
+    -- the same on LuaJIT (OpenResty's runtime, and luajit2's), when its core is built
+    local built = io.open("build-luajit/scalekit/core.so")
+    if built then built:close() end
+    if built and os.execute("luajit -v >/dev/null 2>&1") then
+      local jcg = require("bench.callgrind").measure(srv.url, id, token, { calls = CG_CALLS, lua = "luajit" })
+      row("callgrind, LuaJIT: http:request + decode", ("%.1f"):format(jcg.floor / 1000), "k instr",
+          ("ratio %.2f of raw libcurl (%.1f k)"):format(jcg.floor_ratio, jcg.raw / 1000))
+      row("callgrind, LuaJIT: sk:call GetOrganization", ("%.1f"):format(jcg.call / 1000), "k instr",
+          ("ratio %.2f of raw libcurl; client layer %.1f k"):format(jcg.ratio, (jcg.call - jcg.floor) / 1000))
+    end
   end
   if ONLY_CALL then
     sk:close()
