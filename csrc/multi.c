@@ -4,7 +4,7 @@
  *   local m = core.multi{ timeout =, connect_timeout =, ca_file =, user_agent =, proxy =,
  *                         no_proxy =, headers =,
  *                         max_body_size =, concurrency = 8, http2 = true }
- *   m:add(id, method, url, body, ctype, bearer)      -- starts one attempt
+ *   m:add(id, method, url, body, ctype, bearer, compressed)  -- starts one attempt
  *   for _, c in ipairs(m:run(timeout_s)) do … end    -- the attempts that ended
  *   m:pending(), m:stats(), m:close()
  *
@@ -265,8 +265,10 @@ static xfer *take_xfer(sk_multi *m, const char **err)
     return x;
 }
 
-/* m:add(id, method, url, body, ctype, bearer) -> true | nil, kind, message, sent, permanent
- *   id: an integer the completion carries back; ctype "json" | "form" (no token) */
+/* m:add(id, method, url, body, ctype, bearer, compressed)
+ *   -> true | nil, kind, message, sent, permanent
+ *   id: an integer the completion carries back; ctype "json" | "form" (no token);
+ *   compressed: send Accept-Encoding (paged lists), as http:request does */
 static int multi_add(lua_State *L)
 {
     sk_multi *m = multi_check(L);
@@ -277,6 +279,7 @@ static int multi_add(lua_State *L)
     const char *body = luaL_optlstring(L, 5, NULL, &blen);
     const char *ctype = luaL_optstring(L, 6, "json");
     const char *tok = luaL_optlstring(L, 7, NULL, &tlen);
+    int compressed = lua_toboolean(L, 8);
     struct curl_slist *hdrs;
     const char *err;
     int is_get, is_body_method;
@@ -322,7 +325,8 @@ static int multi_add(lua_State *L)
             return luaL_error(L, "scalekit: out of memory");
         memcpy(line, "Authorization: Bearer ", 22);
         memcpy(line + 22, tok, tlen + 1);
-        x->hdr_auth = sk_base_headers(&m->opts, "Content-Type: application/json", line);
+        /* a GET or bodiless DELETE carries no Content-Type, as in http.c */
+        x->hdr_auth = sk_base_headers(&m->opts, is_get ? NULL : "Content-Type: application/json", line);
         OPENSSL_cleanse(line, tlen + 22);
         free(line);
         if (x->hdr_auth == NULL)
@@ -344,6 +348,7 @@ static int multi_add(lua_State *L)
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROXY, sk_easy_proxy(&m->opts, url));
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, compressed ? "" : NULL);
     x->id = id;
     x->rc = CURLE_OK;
     x->forked = 0;

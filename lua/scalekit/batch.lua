@@ -138,7 +138,9 @@ local function run_multi(client, s, n, get_call, conc, sink, http2, stats)
   local function start(st)
     if not token then return fail(st, terr) end
     st.token = token
-    local ok, kind, msg, sent, permanent = m:add(st.i, st.method, st.url, st.body, "json", token)
+    local op = operations[st.op]
+    local ok, kind, msg, sent, permanent = m:add(st.i, st.method, st.url, st.body, "json", token,
+                                                 op and op.paging ~= nil)
     if ok then
       inflight[st.i] = st
       active = active + 1

@@ -110,6 +110,35 @@ describe("sk:batch (plain Lua, libcurl multi)", function()
     sk:close()
   end)
 
+  it("sends what sk:call sends: no Content-Type on a GET, Accept-Encoding only for paged lists", function()
+    local sk = new()
+    local ids = org_ids(sk, 3)
+    local since = mark(srv)
+    local calls = calls_of(ids)
+    calls[#calls + 1] = { "OrganizationService_ListOrganization", { page_size = 2 } }
+    calls[#calls + 1] = { "OrganizationService_UpdateOrganization", { id = ids[1], body = { display_name = "B" } } }
+    local _, errs = sk:batch(calls)
+    assert.is_nil(errs)
+    local seen = 0
+    for _, r in ipairs(srv:requests()) do
+      if r.seq > since and r.path:find("^/api/") then
+        seen = seen + 1
+        local h = r.headers
+        assert.truthy(h["user-agent"]:find("^scalekit%-lua/"), h["user-agent"])
+        if r.method == "GET" and r.path == "/api/v1/organizations" then
+          assert.truthy(h["accept-encoding"], "a paged list asks for compression")
+        elseif r.method == "GET" then
+          assert.is_nil(h["content-type"])
+          assert.is_nil(h["accept-encoding"])
+        else
+          assert.truthy(h["content-type"]:find("application/json", 1, true))
+        end
+      end
+    end
+    assert.equal(5, seen)
+    sk:close()
+  end)
+
   it("with concurrency = 1 is the sequential loop", function()
     local sk = new()
     local ids = org_ids(sk, 10)
