@@ -208,8 +208,15 @@ static void env_proxies(lua_State *L, sk_easy_opts *o)
     static const char *const no[] = {"no_proxy", "NO_PROXY", NULL};
     o->env_http = first_env(L, http);
     o->env_https = first_env(L, https);
-    if ((o->env_no_proxy = first_env(L, no)) == NULL && (o->env_no_proxy = strdup("")) == NULL)
-        luaL_error(L, "scalekit: out of memory");
+    o->env_no_proxy = first_env(L, no);
+}
+
+int sk_has_header(const struct curl_slist *l, const char *name, size_t n)
+{
+    for (; l != NULL; l = l->next)
+        if (strncasecmp(l->data, name, n) == 0)
+            return 1;
+    return 0;
 }
 
 /* The User-Agent goes out as the first extra header line, not as CURLOPT_USERAGENT:
@@ -219,14 +226,6 @@ static void env_proxies(lua_State *L, sk_easy_opts *o)
  * libcurl's CONNECT takes the User-Agent from it only; the list's line then wins
  * for the request itself, so the server never sees two. A "User-Agent:" line among
  * `headers` wins over ours, as it would over the option. */
-int sk_has_header(const struct curl_slist *l, const char *name, size_t n)
-{
-    for (; l != NULL; l = l->next)
-        if (strncasecmp(l->data, name, n) == 0)
-            return 1;
-    return 0;
-}
-
 static void user_agent_lines(lua_State *L, const char *who, sk_easy_opts *o)
 {
     size_t n = strlen(o->user_agent);
@@ -328,6 +327,7 @@ const char *sk_easy_configure(CURL *c, const sk_easy_opts *o, sk_response *r, ch
     /* (CURLOPT_PROXY is set per request: sk_easy_proxy) */
     if (o->user_agent != NULL && ((o->proxy != NULL && *o->proxy) || o->env_http || o->env_https))
         SET(CURLOPT_USERAGENT, o->user_agent);
+    /* always set, even to "": libcurl would read no_proxy on every request otherwise */
     SET(CURLOPT_NOPROXY, o->no_proxy != NULL ? o->no_proxy : o->env_no_proxy != NULL ? o->env_no_proxy : "");
 #undef SET
     return rc == CURLE_OK ? NULL : curl_easy_strerror(rc);

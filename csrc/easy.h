@@ -51,8 +51,8 @@ typedef struct {
     size_t max_body;
     char *ca_file, *user_agent, *proxy, *no_proxy;
     /* the environment's proxies, read once when the options are read (see
-     * sk_easy_proxy): for http:// URLs, for https:// URLs, and NO_PROXY ("" when
-     * unset) */
+     * sk_easy_proxy): for http:// URLs, for https:// URLs, and NO_PROXY; NULL when
+     * unset */
     char *env_http, *env_https, *env_no_proxy;
     struct curl_slist *extra;  /* lines sent with every request (User-Agent, x-api-version) */
 } sk_easy_opts;

@@ -56,14 +56,15 @@ _M.MAX_CONCURRENCY = core.MULTI_MAX_CONCURRENCY -- 64
 local OPTION_TYPES = { concurrency = "number", on_result = "function", http2 = "boolean", stats = "table" }
 
 --- Method, path-and-query and JSON body text of one call, built as sk:call does
---- (client.prepare). Raises on misuse.
+--- (client.prepare), and whether it is a paged list (Accept-Encoding). Raises on misuse.
 ---@return string method
 ---@return string path
 ---@return string|nil body
+---@return boolean compressed
 function _M.prepare(client, operation_id, params)
   -- required here, not at the top: client.lua loads this module among its mixins
   local op, path, text = require("scalekit.client").prepare(client, operation_id, params)
-  return op.method, path, text
+  return op.method, path, text, op.paging ~= nil
 end
 local prepare = _M.prepare
 
@@ -138,9 +139,8 @@ local function run_multi(client, s, n, get_call, conc, sink, http2, stats)
   local function start(st)
     if not token then return fail(st, terr) end
     st.token = token
-    local op = operations[st.op]
     local ok, kind, msg, sent, permanent = m:add(st.i, st.method, st.url, st.body, "json", token,
-                                                 op and op.paging ~= nil)
+                                                 st.compressed)
     if ok then
       inflight[st.i] = st
       active = active + 1
@@ -176,8 +176,9 @@ local function run_multi(client, s, n, get_call, conc, sink, http2, stats)
     local i = nxt
     nxt = i + 1
     local op_id, params = get_call(i)
-    local method, path, body = prepare(client, op_id, params)
-    return { i = i, op = op_id, method = method, url = base .. path, body = body, attempt = 0 }
+    local method, path, body, compressed = prepare(client, op_id, params)
+    return { i = i, op = op_id, method = method, url = base .. path, body = body, compressed = compressed,
+             attempt = 0 }
   end
 
   local function on_done(c, now)

@@ -185,7 +185,7 @@ local ROUTES = {
 }
 
 local function nginx_conf(self, prefix, port)
-  local cpath = path_prefix(self.opts.lua_package_cpath, prefix, "lib")
+  local cpath = self.lua_cpath
   if cpath:sub(-1) == ";" then
     cpath = cpath:sub(1, -2)
   end
@@ -204,7 +204,7 @@ local function nginx_conf(self, prefix, port)
     http = {
       proc.render(HTTP, {
         PREFIX = prefix,
-        LUA_PACKAGE_PATH = path_prefix(self.opts.lua_package_path, prefix, "mod"),
+        LUA_PACKAGE_PATH = self.lua_path,
         LUA_PACKAGE_CPATH = cpath,
         DATA_SIZE = self.opts.data_size or _M.DATA_SIZE,
       }, "fake scalekit: nginx.conf uses"),
@@ -273,6 +273,9 @@ local function install(self, prefix)
   assert(sh("cp " .. quote(SERVER_DIR) .. "/*.lua " .. quote(prefix .. "/lua/")),
     "cannot copy " .. SERVER_DIR .. "/*.lua")
   assert(sh("chmod 755 " .. quote(prefix .. "/lua") .. " && chmod 644 " .. quote(prefix .. "/lua") .. "/*.lua"))
+  -- copied once here, not per start attempt (nginx_conf runs for each port tried)
+  self.lua_path = path_prefix(self.opts.lua_package_path, prefix, "mod")
+  self.lua_cpath = path_prefix(self.opts.lua_package_cpath, prefix, "lib")
   self.instance = "fake-" .. prefix:match("[^.]+$") .. "-" .. tostring(os.time())
   local config = {
     token_ttl = self.token_ttl,
